@@ -1,0 +1,49 @@
+"""CartPole PPO sweep with the embedded trainer; runs anywhere, no GPU or Isaac Sim needed.
+
+python hyper_parameter_tuning/config/cartpole_sweep.py --ray_address local
+ray job submit --working-dir . -- python hyper_parameter_tuning/config/cartpole_sweep.py
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ray import tune  # noqa: E402
+
+from ray_workflow.cartpole_trainer import MEAN_RETURN_TAG  # noqa: E402
+from ray_workflow.sweep import Sweep  # noqa: E402
+from ray_workflow.sweep_cli import main  # noqa: E402
+from ray_workflow.training_command import TrainingJob  # noqa: E402
+
+MAX_ITERATIONS = 300
+
+SWEEP = Sweep(
+    name="cartpole_ppo",
+    job=TrainingJob(
+        command=(
+            "{python}",
+            "{project_root}/train_cartpole.py",
+            "--num_envs",
+            "8",
+            "--max_iterations",
+            str(MAX_ITERATIONS),
+        ),
+        override_style="hydra",
+        log_dir_flag="--log_dir",
+    ),
+    search_space={
+        "agent.learning_rate": tune.loguniform(5e-4, 4e-3),
+        "agent.gae_lambda": tune.uniform(0.8, 0.98),
+        "agent.n_epochs": tune.choice([10, 20]),
+        "agent.ent_coef": tune.choice([0.0, 0.001, 0.01]),
+    },
+    metric=MEAN_RETURN_TAG,
+    mode="max",
+    max_iterations=MAX_ITERATIONS,
+    grace_period=60,
+    defaults={"num_samples": 8, "cpus_per_trial": 1, "storage_path": "~/ray_results"},
+)
+
+if __name__ == "__main__":
+    sys.exit(main(sweep=SWEEP))

@@ -1,0 +1,14 @@
+"""Tune any sweep config.
+
+python hyper_parameter_tuning/tuner.py --cfg_file hyper_parameter_tuning/config/cartpole_sweep.py
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ray_workflow.sweep_cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

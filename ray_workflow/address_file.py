@@ -1,0 +1,85 @@
+"""The address file (``~/.ray_address``): one Ray cluster a block, read and written by every script.
+
+    # Cluster: isaac-lab-hyperparameter-tuner-1
+    http://10.21.16.30:8265
+
+A line is a dashboard URL or a bare ``HOST:PORT``; a bare GCS port 6379 means the
+dashboard on 8265 of the same host. Comments and blank lines may stand anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray_workflow.atomic_file import atomic_write_text
+
+DEFAULT_PATH = Path("~/.ray_address").expanduser()
+GCS_PORT, DASHBOARD_PORT = 6379, 8265
+_CLUSTER_COMMENT = re.compile(r"^#\s*Cluster:\s*(?P<name>\S.*?)\s*$")
+_ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})/?$")
+
+
+class AddressFileError(ValueError):
+    """A malformed address file; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    name: str | None
+    dashboard_url: str
+
+
+def dashboard_url(text: str) -> str | None:
+    """``http://h:8265``, ``h:8265`` or ``h:6379`` as a dashboard URL; None if it is not an address."""
+    match = _ADDRESS.match(text.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        return None
+    port = int(match["port"])
+    if match["scheme"] is None and port == GCS_PORT:
+        port = DASHBOARD_PORT
+    return f"{match['scheme'] or 'http'}://{match['host']}:{port}"
+
+
+def parse(text: str, source: str = "<address file>") -> list[ClusterAddress]:
+    clusters: list[ClusterAddress] = []
+    name: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if match := _CLUSTER_COMMENT.match(line):
+                name = match["name"]
+            continue
+        url = dashboard_url(line)
+        if url is None:
+            raise AddressFileError(
+                f"{source}:{number}: {line!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)"
+            )
+        clusters.append(ClusterAddress(name, url))
+        name = None
+    return clusters
+
+
+def read(path: Path | str = DEFAULT_PATH) -> list[ClusterAddress]:
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise AddressFileError(f"{path}: address file not found") from None
+    return parse(text, str(path))
+
+
+def render(clusters: list[ClusterAddress]) -> str:
+    blocks = []
+    for cluster in clusters:
+        header = f"# Cluster: {cluster.name}\n" if cluster.name else ""
+        blocks.append(f"{header}{cluster.dashboard_url}\n")
+    return "".join(blocks)
+
+
+def write(clusters: list[ClusterAddress], path: Path | str = DEFAULT_PATH) -> Path:
+    """Replace the file atomically: readers see the old file or the new one, never half of it."""
+    return atomic_write_text(Path(path).expanduser(), render(clusters))

@@ -1,0 +1,155 @@
+"""The embedded CartPole trainer: PPO on gymnasium's CartPole-v1, shaped like Isaac Lab's train.py.
+
+It exists so that the tuner is exercised exactly as with Isaac Lab (a training command with
+Hydra-style ``agent.KEY=VALUE`` overrides, TensorBoard scalars once per iteration, the
+``[INFO] Logging experiment in directory`` line, a non-zero exit on failure) on a laptop
+with no GPU and no Isaac Sim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Tuned PPO settings for CartPole-v1 (after rl-baselines3-zoo); they solve it well within 100k steps.
+DEFAULT_AGENT: dict[str, Any] = {
+    "learning_rate": 1e-3,
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "gamma": 0.98,
+    "gae_lambda": 0.8,
+    "clip_range": 0.2,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+}
+
+# TensorBoard tags, named like rsl_rl's so that configs read the same for both trainers.
+MEAN_RETURN_TAG = "Train/mean_reward"
+EPISODE_LENGTH_TAG = "Train/mean_episode_length"
+ENV_STEPS_TAG = "Train/env_steps"
+FPS_TAG = "Perf/total_fps"
+
+
+class OverrideError(ValueError):
+    """An override the trainer cannot apply; the message names the key and the valid keys."""
+
+
+@dataclass
+class TrainerSettings:
+    num_envs: int = 8
+    seed: int = 42
+    max_iterations: int = 200
+    log_dir: Path = Path("logs/cartpole")
+    torch_threads: int = 1
+    agent: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AGENT))
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if kind is int:
+            return int(text)
+        return kind(text)
+    except ValueError:
+        raise OverrideError(f"override agent.{key}={text}: expected {kind.__name__}") from None
+
+
+def apply_overrides(agent: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply Hydra-style ``agent.KEY=VALUE`` overrides to a copy of ``agent``."""
+    result = dict(agent)
+    valid = ", ".join(f"agent.{key}" for key in agent)
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        key = path.removeprefix("agent.")
+        if not sep or not path.startswith("agent.") or key not in agent:
+            raise OverrideError(f"unknown override {override!r}; valid keys: {valid}")
+        result[key] = _parse_value(key, text, agent[key])
+    for key in ("n_steps", "batch_size", "n_epochs"):
+        if result[key] < 1:
+            raise OverrideError(f"override agent.{key}={result[key]}: must be at least 1")
+    if result["learning_rate"] <= 0:
+        raise OverrideError(f"override agent.learning_rate={result['learning_rate']}: must be positive")
+    return result
+
+
+def parse_args(argv: list[str]) -> TrainerSettings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_envs", type=int, default=8, help="parallel CartPole environments")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max_iterations", type=int, default=200, help="PPO iterations (rollout + update)")
+    parser.add_argument("--log_dir", type=Path, default=Path("logs/cartpole"), help="TensorBoard directory")
+    parser.add_argument("--torch_threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("overrides", nargs="*", help="Hydra-style overrides, e.g. agent.learning_rate=3e-4")
+    args = parser.parse_args(argv)
+    if args.num_envs < 1 or args.max_iterations < 1:
+        parser.error("--num_envs and --max_iterations must be at least 1")
+    try:
+        agent = apply_overrides(DEFAULT_AGENT, args.overrides)
+    except OverrideError as error:
+        parser.exit(2, f"train_cartpole.py: error: {error}\n")
+    return TrainerSettings(
+        num_envs=args.num_envs,
+        seed=args.seed,
+        max_iterations=args.max_iterations,
+        log_dir=args.log_dir,
+        torch_threads=args.torch_threads,
+        agent=agent,
+    )
+
+
+def train(settings: TrainerSettings) -> float:
+    """Train and return the final mean episode return."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.set_num_threads(settings.torch_threads)
+    log_dir = settings.log_dir.resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[INFO] Logging experiment in directory: {log_dir}", flush=True)
+
+    env = make_vec_env("CartPole-v1", n_envs=settings.num_envs, seed=settings.seed)
+    model = PPO("MlpPolicy", env, seed=settings.seed, device="cpu", verbose=0, **settings.agent)
+    steps_per_iteration = settings.agent["n_steps"] * settings.num_envs
+    writer = SummaryWriter(log_dir=str(log_dir))
+    mean_return = float("nan")
+    try:
+        for iteration in range(settings.max_iterations):
+            started = time.perf_counter()
+            model.learn(total_timesteps=steps_per_iteration, reset_num_timesteps=False)
+            elapsed = time.perf_counter() - started
+            episodes = list(model.ep_info_buffer)
+            writer.add_scalar(ENV_STEPS_TAG, model.num_timesteps, iteration)
+            writer.add_scalar(FPS_TAG, steps_per_iteration / elapsed, iteration)
+            if episodes:
+                mean_return = sum(ep["r"] for ep in episodes) / len(episodes)
+                writer.add_scalar(EPISODE_LENGTH_TAG, sum(ep["l"] for ep in episodes) / len(episodes), iteration)
+                writer.add_scalar(MEAN_RETURN_TAG, mean_return, iteration)
+            writer.flush()
+            print(
+                f"iteration {iteration + 1}/{settings.max_iterations}  steps {model.num_timesteps}"
+                f"  mean return {mean_return:.1f}",
+                flush=True,
+            )
+        model.save(log_dir / "model.zip")
+    finally:
+        writer.close()
+        env.close()
+    return mean_return
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(sys.argv[1:] if argv is None else argv)
+    train(settings)
+    return 0

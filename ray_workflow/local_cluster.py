@@ -1,0 +1,333 @@
+"""Several independent Ray clusters on one machine, each on its own ports and temp dir.
+
+Ray clusters on one host collide unless every port differs (GCS, dashboard, client
+server, dashboard agent, runtime-env agent, node manager, object manager, metrics,
+worker range, and the two metric ports set by environment variables) and each has its
+own temp dir. ``ray stop`` would stop every cluster on the machine, so a cluster is
+stopped by ending the process group that started it, after checking that the group
+still runs from that cluster's temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.process_groups import end_process_group, live_members
+
+PORT_BLOCK = 200  # ports reserved for one cluster: 11 service ports, then 100 worker ports
+WORKER_PORTS = range(100, 200)
+DEFAULT_BASE_PORT = 21000
+DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
+SERVICE_PORTS = (
+    "gcs",
+    "dashboard",
+    "client_server",
+    "dashboard_agent_listen",
+    "dashboard_agent_grpc",
+    "runtime_env_agent",
+    "node_manager",
+    "object_manager",
+    "metrics_export",
+    "autoscaler_metric",
+    "dashboard_metric",
+)
+
+
+class LocalClusterError(RuntimeError):
+    """A local cluster could not be started or stopped; the message says which and why."""
+
+
+@dataclass
+class LocalCluster:
+    """A running head node we started; saved as JSON so that another command can stop it."""
+
+    name: str
+    base_port: int
+    temp_dir: str
+    pgid: int
+    num_cpus: int | None
+    num_gpus: int | None
+
+    def port(self, service: str) -> int:
+        return self.base_port + SERVICE_PORTS.index(service)
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.port('gcs')}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.port('dashboard')}"
+
+
+def ports_in_use(base_port: int) -> list[int]:
+    """The ports of a block that something on this machine already holds."""
+    busy = []
+    for port in [base_port + offset for offset in range(len(SERVICE_PORTS))] + [
+        base_port + offset for offset in WORKER_PORTS
+    ]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def free_base_port(start: int = DEFAULT_BASE_PORT, taken: set[int] | None = None) -> int:
+    """The first port block at or after ``start`` that is wholly free."""
+    base = start
+    while base + PORT_BLOCK < 65536:
+        if base not in (taken or set()) and not ports_in_use(base):
+            return base
+        base += PORT_BLOCK
+    raise LocalClusterError(f"no free block of {PORT_BLOCK} ports at or above {start}")
+
+
+def _ray_executable() -> str:
+    candidate = Path(sys.executable).parent / "ray"
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def start_command(cluster: LocalCluster) -> list[str]:
+    command = [
+        _ray_executable(),
+        "start",
+        "--head",
+        "--disable-usage-stats",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard",
+        "true",
+        "--temp-dir",
+        cluster.temp_dir,
+        "--port",
+        str(cluster.port("gcs")),
+        "--dashboard-port",
+        str(cluster.port("dashboard")),
+        "--ray-client-server-port",
+        str(cluster.port("client_server")),
+        "--dashboard-agent-listen-port",
+        str(cluster.port("dashboard_agent_listen")),
+        "--dashboard-agent-grpc-port",
+        str(cluster.port("dashboard_agent_grpc")),
+        "--runtime-env-agent-port",
+        str(cluster.port("runtime_env_agent")),
+        "--node-manager-port",
+        str(cluster.port("node_manager")),
+        "--object-manager-port",
+        str(cluster.port("object_manager")),
+        "--metrics-export-port",
+        str(cluster.port("metrics_export")),
+        "--min-worker-port",
+        str(cluster.base_port + WORKER_PORTS.start),
+        "--max-worker-port",
+        str(cluster.base_port + WORKER_PORTS.stop - 1),
+    ]
+    if cluster.num_cpus is not None:
+        command += ["--num-cpus", str(cluster.num_cpus)]
+    if cluster.num_gpus is not None:
+        command += ["--num-gpus", str(cluster.num_gpus)]
+    return command
+
+
+def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "AUTOSCALER_METRIC_PORT": str(cluster.port("autoscaler_metric")),
+        "DASHBOARD_METRIC_PORT": str(cluster.port("dashboard_metric")),
+    }
+    # A job's `python` is the first one on the PATH that `ray start` saw: make it ours.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.pop("RAY_ADDRESS", None)
+    if cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    return env
+
+
+def wait_for_dashboard(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LocalClusterError(f"dashboard at {url} did not answer within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _state_path(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.json"
+
+
+def start(
+    name: str,
+    base_port: int | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    cuda_visible_devices: str | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    timeout_s: float = 60.0,
+) -> LocalCluster:
+    """Start one head-only cluster named ``name`` and wait until it accepts jobs."""
+    if _state_path(state_dir, name).exists():
+        raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; stop it first")
+    if base_port is None:
+        base_port = free_base_port(taken={c.base_port for c in load_all(state_dir)})
+    elif busy := ports_in_use(base_port):
+        raise LocalClusterError(
+            f"cluster {name!r}: port {busy[0]} is already in use (ports {base_port}-{base_port + PORT_BLOCK - 1} "
+            "are needed); choose another --base_port"
+        )
+    # Ray's socket paths must stay short, so temp dirs live directly under the system temp dir.
+    temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
+    cluster = LocalCluster(name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus)
+    process = subprocess.Popen(
+        start_command(cluster),
+        env=start_environment(cluster, cuda_visible_devices),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    cluster.pgid = process.pid
+    output, _ = process.communicate(timeout=timeout_s)
+    if process.returncode != 0:
+        end_process_group(cluster.pgid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        last = output.decode(errors="replace").strip().splitlines()[-5:]
+        raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
+    atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
+    try:
+        wait_for_dashboard(cluster.dashboard_url, timeout_s)
+    except LocalClusterError:
+        stop(cluster, state_dir)
+        raise
+    return cluster
+
+
+def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
+    """The clusters recorded in ``state_dir``, by name."""
+    if not state_dir.is_dir():
+        return []
+    clusters = [LocalCluster(**json.loads(path.read_text())) for path in sorted(state_dir.glob("*.json"))]
+    return sorted(clusters, key=lambda cluster: cluster.name)
+
+
+def processes(cluster: LocalCluster) -> list[int]:
+    """PIDs of the cluster's live processes: members of its process group that run from its temp dir."""
+    pids = []
+    for member in live_members(cluster.pgid):
+        try:
+            if any(cluster.temp_dir in arg for arg in member.cmdline()):
+                pids.append(member.pid)
+        except Exception:  # noqa: BLE001 - a process that ended while we looked is simply gone
+            continue
+    return pids
+
+
+def is_running(cluster: LocalCluster) -> bool:
+    return bool(processes(cluster))
+
+
+def stop(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: float = 2.0) -> bool:
+    """Stop one cluster we started; returns False if it was no longer running.
+
+    The process group is ended only if it still holds the cluster's processes, so a
+    group id reused by an unrelated program after a crash is never signalled. Ray's
+    daemons take many seconds over SIGTERM, so what is left after ``grace_s`` is killed.
+    """
+    was_running = is_running(cluster)
+    if was_running:
+        end_process_group(cluster.pgid, grace_s)
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    _state_path(state_dir, cluster.name).unlink(missing_ok=True)
+    return was_running
+
+
+def cluster_names(prefix: str, count: int) -> list[str]:
+    """``prefix`` for one cluster, ``prefix-1`` .. ``prefix-N`` for several (as launch.py names them)."""
+    return [prefix] if count == 1 else [f"{prefix}-{index}" for index in range(1, count + 1)]
+
+
+def visible_gpu_ids() -> list[str]:
+    """GPU indices this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
+    if visible := os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return [gpu for gpu in visible.split(",") if gpu]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip()] if listing.returncode == 0 else []
+
+
+def start_many(
+    count: int,
+    prefix: str = "local-ray",
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    gpus_per_cluster: int | None = None,
+    base_port: int | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    progress: bool = True,
+) -> list[LocalCluster]:
+    """Start ``count`` clusters; if one fails, the ones already started are stopped again.
+
+    ``gpus_per_cluster`` splits this machine's GPUs between the clusters with
+    ``CUDA_VISIBLE_DEVICES``; ``num_gpus`` instead declares GPU slots (fake ones on a
+    CPU-only machine, which is how GPU scheduling is tested without a GPU).
+    """
+    if count < 1:
+        raise LocalClusterError(f"number of clusters {count}: must be at least 1")
+    device_sets: list[str | None] = [None] * count
+    if gpus_per_cluster is not None:
+        gpu_ids = visible_gpu_ids()
+        if gpus_per_cluster < 1 or gpus_per_cluster * count > len(gpu_ids):
+            raise LocalClusterError(
+                f"--gpus_per_cluster {gpus_per_cluster} x {count} clusters needs {gpus_per_cluster * count} GPUs; "
+                f"this machine has {len(gpu_ids)}"
+            )
+        device_sets = [
+            ",".join(gpu_ids[index * gpus_per_cluster : (index + 1) * gpus_per_cluster]) for index in range(count)
+        ]
+        num_gpus = gpus_per_cluster
+    started: list[LocalCluster] = []
+    try:
+        for index, name in enumerate(cluster_names(prefix, count)):
+            base = None if base_port is None else base_port + index * PORT_BLOCK
+            cluster = start(name, base, num_cpus, num_gpus, device_sets[index], state_dir)
+            started.append(cluster)
+            if progress:
+                print(f"started {name}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)
+    except BaseException:
+        for cluster in started:
+            stop(cluster, state_dir)
+        raise
+    return started
+
+
+def stop_matching(prefix: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
+    """Stop the recorded clusters whose names start with ``prefix`` (all if None); returns them."""
+    chosen = [c for c in load_all(state_dir) if prefix is None or c.name.startswith(prefix)]
+    for cluster in chosen:
+        stop(cluster, state_dir)
+    return chosen

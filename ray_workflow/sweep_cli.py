@@ -1,0 +1,69 @@
+"""The tuner's command line, shared by ``hyper_parameter_tuning/tuner.py`` and every sweep config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
+from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
+
+
+def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
+    defaults = TunerSettings()
+    parser = argparse.ArgumentParser(description="Tune hyperparameters of a training command with Ray Tune.")
+    if with_config_flags:
+        parser.add_argument("--cfg_file", type=Path, required=True, help="sweep config file (defines SWEEP)")
+        parser.add_argument("--cfg_name", default="SWEEP", help="name of the Sweep in the config file")
+    parser.add_argument("--num_samples", type=int, help="trials to run (grid: repeats of the grid)")
+    parser.add_argument("--searcher", choices=SEARCHERS, help="how to pick hyperparameters (default optuna)")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
+    parser.add_argument("--cpus_per_trial", type=float, help=f"default {defaults.cpus_per_trial:g}")
+    parser.add_argument("--gpus_per_trial", type=float, help="fractions share a GPU, e.g. 0.25 (default 0)")
+    parser.add_argument("--max_concurrent_trials", type=int, help="default: as many as resources allow")
+    parser.add_argument("--storage_path", help="local folder or gs:// / s3:// URI (default ~/ray_results)")
+    parser.add_argument("--name", help="experiment name (default <sweep>_<date>)")
+    parser.add_argument("--ray_address", help="'auto' (default), 'local' to start Ray here, or an address")
+    parser.add_argument("--trial_timeout_s", type=float, help="kill a trial that writes no metric for this long")
+    parser.add_argument("--seed", type=int, help="seed of the searcher")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, sweep: Sweep) -> TunerSettings:
+    """Defaults, then the sweep's own defaults, then the flags given."""
+    names = {f.name for f in fields(TunerSettings)} - {"extra"}
+    unknown = set(sweep.defaults) - names
+    if unknown:
+        raise SweepConfigError(f"Sweep {sweep.name!r}: unknown defaults {sorted(unknown)}; valid: {sorted(names)}")
+    values = dict(sweep.defaults)
+    values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
+    return TunerSettings(**values)
+
+
+def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
+    parser = build_parser(with_config_flags=sweep is None)
+    args = parser.parse_args(argv)
+    try:
+        if sweep is None:
+            sweep = load_sweep(args.cfg_file, args.cfg_name)
+        settings = settings_from(args, sweep)
+        settings.validate()
+        report = run_sweep(sweep, settings)
+    except SweepConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(report.table)
+    print()
+    if report.best is not None:
+        print(f"Best trial {report.best.trial_id}: {sweep.metric} = {report.best.best_metric:.4g}")
+        for key, value in report.best.hyperparameters.items():
+            print(f"    {key} = {value}")
+    errors = sum(1 for trial in report.trials if trial.error)
+    if errors:
+        print(f"{errors} of {len(report.trials)} trials failed; their errors are in the table and results.csv")
+    print(f"Results: {report.csv_path}")
+    print(f"Learning curves: {report.plot_path}")
+    return 0 if report.best is not None else 1

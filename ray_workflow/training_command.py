@@ -1,0 +1,172 @@
+"""A trial's training command: rendering hyperparameters into arguments and running it safely.
+
+Isaac Lab trains in its own process (Isaac Sim needs one), so every trial is a command
+line. It runs in its own process group, so that stopping a trial ends the trainer and
+everything the trainer started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ray_workflow import PROJECT_ROOT
+from ray_workflow.process_groups import end_process_group
+
+OverrideStyle = Literal["hydra", "flags"]
+
+# Isaac Lab's train.py scripts print these; the second one only when a run name is given.
+LOG_ROOT_PATTERN = re.compile(r"\[INFO\] Logging experiment in directory: (?P<path>.+?)\s*$")
+RUN_NAME_PATTERN = re.compile(r"Exact experiment name requested from command line:? (?P<name>.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """How to start one trial of a training script.
+
+    ``command`` may use ``{python}`` (the worker's interpreter) and ``{project_root}``
+    (this folder as the worker sees it). ``log_dir_flag`` is the flag that sets the
+    TensorBoard directory; without it, the directory is read from the trainer's
+    ``Logging experiment in directory`` line, as with Isaac Lab.
+    """
+
+    command: tuple[str, ...]
+    override_style: OverrideStyle = "hydra"
+    log_dir_flag: str | None = "--log_dir"
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise ValueError("TrainingJob.command is empty")
+        if self.override_style not in ("hydra", "flags"):
+            raise ValueError(f"TrainingJob.override_style {self.override_style!r}: use 'hydra' or 'flags'")
+
+    def argv(self, hyperparameters: Mapping[str, Any], log_dir: Path | None) -> list[str]:
+        """The full command line for one trial."""
+        substitutions = {"python": sys.executable, "project_root": str(PROJECT_ROOT)}
+        argv = [part.format(**substitutions) for part in self.command]
+        if self.log_dir_flag and log_dir is not None:
+            argv += [self.log_dir_flag, str(log_dir)]
+        return argv + render_arguments(hyperparameters, self.override_style)
+
+
+def format_value(value: Any, style: OverrideStyle) -> str:
+    """A value as Hydra (or argparse) reads it back: booleans lower case, lists in brackets."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null" if style == "hydra" else "None"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(item, style) for item in value) + "]"
+    if hasattr(value, "item"):  # numpy scalars from searchers
+        return format_value(value.item(), style)
+    return str(value)
+
+
+def render_arguments(hyperparameters: Mapping[str, Any], style: OverrideStyle) -> list[str]:
+    """``{"agent.lr": 0.001}`` → ``["agent.lr=0.001"]`` (hydra) or ``["--agent.lr", "0.001"]`` (flags).
+
+    In flags style a True boolean is a bare switch and a False one is left out, as with
+    argparse's ``store_true`` flags such as Isaac Lab's ``--headless``.
+    """
+    arguments: list[str] = []
+    for key, value in hyperparameters.items():
+        if style == "hydra":
+            arguments.append(f"{key}={format_value(value, style)}")
+        elif isinstance(value, bool):
+            arguments += [f"--{key}"] if value else []
+        else:
+            arguments += [f"--{key}", format_value(value, style)]
+    return arguments
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the Ray worker that started us dies, so no trainer is orphaned."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TrainingProcess:
+    """A running training command in its own process group, with its output kept.
+
+    The whole output goes to ``output_path``; the last lines stay in memory for error
+    messages, and the trainer's log directory line is picked out as it passes.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        output_path: Path,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        tail_lines: int = 40,
+    ) -> None:
+        self.argv = argv
+        self.output_path = output_path
+        self.started_at = time.time()
+        self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._log_root: str | None = None
+        self._run_name: str | None = None
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        self.pgid = self._process.pid
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+
+    def _read_output(self) -> None:
+        assert self._process.stdout is not None
+        with open(self.output_path, "ab") as log:
+            for raw in self._process.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._tail.append(line)
+                if match := LOG_ROOT_PATTERN.search(line):
+                    self._log_root = match["path"]
+                elif match := RUN_NAME_PATTERN.search(line):
+                    self._run_name = match["name"]
+
+    @property
+    def reported_log_dir(self) -> Path | None:
+        """The log directory the trainer announced, if it has yet."""
+        if self._log_root is None:
+            return None
+        root = Path(self._log_root)
+        return root / self._run_name if self._run_name else root
+
+    def poll(self) -> int | None:
+        """The exit code, once the trainer has exited and all its output has been read."""
+        code = self._process.poll()
+        if code is not None:
+            self._reader.join(timeout=5)
+        return code
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End the trainer's whole process group, whatever state it is in."""
+        end_process_group(self.pgid, grace_s, reap=self._process.poll)
+        self._process.wait()
+        self._reader.join(timeout=5)

@@ -1,0 +1,207 @@
+"""Running a sweep with Ray Tune: searcher, scheduler, resources, and the results it leaves.
+
+Searchers and schedulers are Ray Tune's own (Optuna, random, grid; ASHA, FIFO); this
+module only wires them to a ``Sweep`` and to the command-running trainable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
+from ray.tune.search.sample import Categorical, Domain
+
+from ray_workflow import PROJECT_ROOT
+from ray_workflow.report import SweepReport, write_report
+from ray_workflow.sweep import Sweep, SweepConfigError
+from ray_workflow.trainable import CommandTrainable
+
+SEARCHERS = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
+# Not shipped to the cluster with the code: environments, results, logs.
+WORKING_DIR_EXCLUDES = [".venv/", ".git/", "results/", "logs/", "**/__pycache__/", "*.png"]
+
+
+@dataclass
+class TunerSettings:
+    """The tuner's knobs; every one is a command-line flag of the sweep scripts."""
+
+    num_samples: int = 8
+    searcher: str = "optuna"
+    scheduler: str = "asha"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None
+    storage_path: str = str(Path("~/ray_results").expanduser())
+    name: str | None = None
+    ray_address: str = "auto"
+    trial_timeout_s: float = 900.0
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.searcher not in SEARCHERS:
+            raise SweepConfigError(f"--searcher {self.searcher}: choose one of {', '.join(SEARCHERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise SweepConfigError(f"--scheduler {self.scheduler}: choose one of {', '.join(SCHEDULERS)}")
+        if self.num_samples < 1:
+            raise SweepConfigError(f"--num_samples {self.num_samples}: must be at least 1")
+        if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
+            raise SweepConfigError("--cpus_per_trial and --gpus_per_trial must not be negative")
+        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            raise SweepConfigError(f"--gpus_per_trial {self.gpus_per_trial}: above 1 it must be whole")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise SweepConfigError(f"--max_concurrent_trials {self.max_concurrent_trials}: must be at least 1")
+        if self.trial_timeout_s <= 0:
+            raise SweepConfigError(f"--trial_timeout_s {self.trial_timeout_s}: must be positive")
+
+
+def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:
+    """The search space with every ``tune.choice`` turned into a grid axis; continuous domains are refused."""
+    grid = {}
+    for key, value in search_space.items():
+        if isinstance(value, Categorical):
+            grid[key] = tune.grid_search(list(value.categories))
+        elif isinstance(value, Domain):
+            raise SweepConfigError(
+                f"--searcher grid: {key} is a continuous {type(value).__name__}; "
+                "use tune.choice or tune.grid_search for a grid"
+            )
+        else:
+            grid[key] = value
+    return grid
+
+
+def build_search(sweep: Sweep, settings: TunerSettings) -> tuple[dict[str, Any], SearchAlgorithm | Searcher]:
+    """The search space as the searcher needs it, and the searcher."""
+    has_grid = any(isinstance(value, dict) and "grid_search" in value for value in sweep.search_space.values())
+    if settings.searcher == "grid":
+        return grid_space(sweep.search_space), BasicVariantGenerator(random_state=settings.seed)
+    if settings.searcher == "random":
+        return sweep.search_space, BasicVariantGenerator(random_state=settings.seed)
+    if has_grid:
+        raise SweepConfigError("--searcher optuna cannot search tune.grid_search axes; use --searcher grid")
+    from ray.tune.search.optuna import OptunaSearch
+
+    return sweep.search_space, OptunaSearch(metric=sweep.metric, mode=sweep.mode, seed=settings.seed)
+
+
+def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
+    if settings.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=sweep.max_iterations,
+        grace_period=sweep.grace_period,
+        reduction_factor=2,
+    )
+
+
+def resolve_storage(storage_path: str) -> str:
+    """Local paths become absolute (Tune needs that); URIs such as ``gs://`` pass through."""
+    if "://" in storage_path:
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve())
+
+
+def connect(address: str) -> None:
+    """Connect to (or, with ``local``, start) a Ray cluster that can import this folder's code."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    # A job sent with `ray job submit --working-dir .` already ships this folder to every worker.
+    in_job_with_code = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES}
+    ray.init(
+        address=None if address == "local" else address,
+        runtime_env=runtime_env,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+
+
+class ProgressPrinter(tune.Callback):
+    """One line when a trial starts or ends, with the sweep's count so far and the best value."""
+
+    def __init__(self, sweep: Sweep, num_samples: int) -> None:
+        self.sweep = sweep
+        self.num_samples = num_samples
+        self.ended = 0
+        self.best: float | None = None
+        self.started_at = time.monotonic()
+
+    def _best_of(self, value: float | None) -> None:
+        if value is None:
+            return
+        if self.best is None or (value > self.best if self.sweep.mode == "max" else value < self.best):
+            self.best = value
+
+    def _line(self, trial: Any, what: str) -> None:
+        best = f"{self.best:.4g}" if self.best is not None else "-"
+        elapsed = time.monotonic() - self.started_at
+        print(
+            f"[sweep {elapsed:6.1f}s] {self.ended}/{self.num_samples} trials ended, best {self.sweep.metric} {best}"
+            f" | {trial.trial_id} {what}",
+            flush=True,
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "started")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._best_of(result.get(self.sweep.metric))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        last = trial.last_result or {}
+        self._line(trial, f"ended at iteration {last.get('training_iteration', 0)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        self._line(trial, "ERROR (see the table at the end)")
+
+
+def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
+    """Run the sweep on the cluster at ``settings.ray_address`` and write its report."""
+    settings.validate()
+    param_space, search_alg = build_search(sweep, settings)
+    storage_path = resolve_storage(settings.storage_path)
+    name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    connect(settings.ray_address)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            CommandTrainable, job=sweep.job, metric=sweep.metric, trial_timeout_s=settings.trial_timeout_s
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            num_samples=settings.num_samples,
+            search_alg=search_alg,
+            scheduler=build_scheduler(sweep, settings),
+            max_concurrent_trials=settings.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=[ProgressPrinter(sweep, settings.num_samples)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
+    results = tuner.fit()
+    report_dir = Path(storage_path) / name if "://" not in storage_path else Path("results") / name
+    return write_report(results, sweep, report_dir)
