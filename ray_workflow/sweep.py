@@ -63,7 +63,7 @@ def _is_searched(value: Any) -> bool:
 
 def load_sweep(path: Path | str, attribute: str = "SWEEP") -> Sweep:
     """Import a sweep config file and return its ``SWEEP`` (or ``attribute``)."""
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise SweepConfigError(f"{path}: sweep config file not found")
     spec = importlib.util.spec_from_file_location(f"sweep_config_{path.stem}", path)
@@ -76,8 +76,10 @@ def load_sweep(path: Path | str, attribute: str = "SWEEP") -> Sweep:
     except SyntaxError as error:
         raise SweepConfigError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
     except Exception as error:  # noqa: BLE001 - any error in user code becomes one line naming its place
-        frame = traceback.extract_tb(error.__traceback__)[-1]
-        raise SweepConfigError(f"{frame.filename}:{frame.lineno}: {type(error).__name__}: {error}") from None
+        # Name the line of the config that went wrong, not the line deep inside Ray that noticed.
+        frames = traceback.extract_tb(error.__traceback__)
+        in_config = [frame for frame in frames if Path(frame.filename) == path] or frames
+        raise SweepConfigError(f"{path}:{in_config[-1].lineno}: {type(error).__name__}: {error}") from None
     sweep = getattr(module, attribute, None)
     if sweep is None:
         raise SweepConfigError(f"{path}: defines no {attribute} (expected {attribute} = Sweep(...))")

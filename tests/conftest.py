@@ -1,0 +1,64 @@
+"""Shared fixtures: real local Ray clusters on their own ports and temp dirs, started and stopped here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from ray_workflow import local_cluster  # noqa: E402
+
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
+
+@pytest.fixture(scope="session")
+def cluster_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local_clusters")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(cluster_state_dir: Path) -> Iterator[local_cluster.LocalCluster]:
+    """One two-CPU cluster shared by the tests that only need somewhere to run."""
+    cluster = local_cluster.start("pytest-shared", num_cpus=2, state_dir=cluster_state_dir)
+    yield cluster
+    local_cluster.stop(cluster, cluster_state_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_driver(ray_cluster: local_cluster.LocalCluster) -> Iterator[local_cluster.LocalCluster]:
+    """This test process connected to the shared cluster as a Ray driver."""
+    import ray
+
+    from ray_workflow.tuning import connect
+
+    connect(ray_cluster.gcs_address)
+    yield ray_cluster
+    ray.shutdown()
+
+
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    """Live processes whose command line contains ``text`` (a test's unique temp path): for checks only."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and any(text in arg for arg in process.info["cmdline"]):
+                found.append(process)
+        except (psutil.NoSuchProcess, TypeError):
+            continue
+    return found
+
+
+def wait_until_gone(text: str, timeout_s: float = 10.0) -> list[psutil.Process]:
+    """Processes mentioning ``text`` still alive after ``timeout_s`` (empty when all have ended)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left

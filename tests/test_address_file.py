@@ -1,0 +1,51 @@
+import os
+import subprocess
+
+import pytest
+
+from ray_workflow import address_file
+from ray_workflow.address_file import AddressFileError, ClusterAddress
+
+
+def test_blocks_comments_and_blank_lines_are_read_in_order(tmp_path):
+    path = tmp_path / "addresses"
+    path.write_text(
+        "# written by hand\n\n# Cluster: tuner-1\nhttp://10.0.0.1:8265\n\n"
+        "# Cluster: tuner-2\n10.0.0.2:6379\n# a note\nlocalhost:9000\n"
+    )
+    assert address_file.read(path) == [
+        ClusterAddress("tuner-1", "http://10.0.0.1:8265"),
+        ClusterAddress("tuner-2", "http://10.0.0.2:8265"),
+        ClusterAddress(None, "http://localhost:9000"),
+    ]
+
+
+def test_malformed_line_names_the_file_and_line(tmp_path):
+    path = tmp_path / "addresses"
+    path.write_text("# Cluster: a\nhttp://10.0.0.1:8265\nnot an address\n")
+    with pytest.raises(AddressFileError, match=rf"{path}:3: 'not an address' is not a Ray address"):
+        address_file.read(path)
+
+
+@pytest.mark.parametrize("line", ["http://host", "host:99999", "ftp://host:1", "host:80 extra"])
+def test_addresses_without_a_valid_port_or_scheme_are_malformed(line):
+    with pytest.raises(AddressFileError, match=":1:"):
+        address_file.parse(line)
+
+
+def test_write_then_read_round_trips_and_leaves_no_temporary_file(tmp_path):
+    clusters = [ClusterAddress("c-1", "http://127.0.0.1:8265"), ClusterAddress("c-2", "http://127.0.0.1:8465")]
+    path = address_file.write(clusters, tmp_path / "sub" / "addresses")
+    assert address_file.read(path) == clusters
+    assert os.listdir(path.parent) == ["addresses"]
+
+
+def test_the_design_documents_awk_one_liner_reads_the_first_address(tmp_path):
+    path = address_file.write(
+        [ClusterAddress("c-1", "http://127.0.0.1:8265"), ClusterAddress("c-2", "http://127.0.0.1:8465")],
+        tmp_path / "addresses",
+    )
+    first = subprocess.run(
+        ["bash", "-c", f"awk '!/^#/{{print $0}}' {path} | head -n 1"], capture_output=True, text=True, check=True
+    )
+    assert first.stdout == "http://127.0.0.1:8265\n"

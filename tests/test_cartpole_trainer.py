@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import pytest
+from conftest import PROJECT_ROOT
+
+from ray_workflow.cartpole_trainer import DEFAULT_AGENT, MEAN_RETURN_TAG, OverrideError, apply_overrides
+from ray_workflow.tensorboard_metrics import ScalarReader
+
+TRAINER = str(PROJECT_ROOT / "train_cartpole.py")
+
+
+def test_overrides_are_parsed_with_the_type_of_the_default():
+    agent = apply_overrides(DEFAULT_AGENT, ["agent.learning_rate=3e-4", "agent.n_steps=64", "agent.ent_coef=0.01"])
+    assert agent["learning_rate"] == pytest.approx(3e-4)
+    assert agent["n_steps"] == 64 and isinstance(agent["n_steps"], int)
+    assert DEFAULT_AGENT["n_steps"] == 32, "the defaults must not be changed in place"
+
+
+def test_unknown_override_names_the_key_and_the_valid_keys():
+    with pytest.raises(OverrideError, match=r"unknown override 'agent\.lr=0\.1'.*agent\.learning_rate"):
+        apply_overrides(DEFAULT_AGENT, ["agent.lr=0.1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.n_steps=12.5", "agent.n_steps=12.5: expected int"),
+        ("agent.gamma=high", "agent.gamma=high: expected float"),
+        ("agent.n_steps=0", "agent.n_steps=0: must be at least 1"),
+        ("learning_rate=0.1", "unknown override"),
+    ],
+)
+def test_ill_typed_or_out_of_range_override_is_refused(override, message):
+    with pytest.raises(OverrideError, match=message):
+        apply_overrides(DEFAULT_AGENT, [override])
+
+
+def test_bad_override_exits_non_zero_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, TRAINER, "--log_dir", str(tmp_path), "agent.bogus=1"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "agent.bogus=1" in result.stderr and "agent.learning_rate" in result.stderr
+
+
+def test_training_writes_one_row_of_scalars_per_iteration_and_announces_its_log_dir(tmp_path):
+    log_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, TRAINER, "--log_dir", str(log_dir), "--max_iterations", "4", "--num_envs", "4",
+         "agent.n_steps=64"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"[INFO] Logging experiment in directory: {log_dir}" in result.stdout
+    rows = ScalarReader(log_dir).poll(final=True)
+    assert [row.step for row in rows] == [0, 1, 2, 3]
+    assert [row.values["Train/env_steps"] for row in rows] == [256, 512, 768, 1024]
+    assert all(row.values[MEAN_RETURN_TAG] > 0 for row in rows[1:])
+    assert (log_dir / "model.zip").is_file()

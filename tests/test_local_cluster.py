@@ -1,0 +1,104 @@
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import PROJECT_ROOT, processes_mentioning
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from ray_workflow import address_file
+from ray_workflow import local_cluster as lc
+
+JOB_PROBE = "python -c \"import os, sys, ray; ray.init(); print(os.environ['RAY_ADDRESS'], sys.executable)\""
+
+
+def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
+    client = JobSubmissionClient(cluster.dashboard_url)
+    job_id = client.submit_job(entrypoint=entrypoint)
+    deadline = time.monotonic() + 120
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(0.3)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs
+    return logs
+
+
+@pytest.fixture(scope="module")
+def two_clusters(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("state")
+    clusters = lc.start_many(2, prefix="pair", num_cpus=1, state_dir=state_dir, progress=False)
+    yield clusters, state_dir
+    lc.stop_matching(None, state_dir)
+
+
+def test_clusters_get_distinct_ports_and_temp_dirs_and_each_runs_its_own_jobs(two_clusters):
+    (first, second), _ = two_clusters
+    assert [first.name, second.name] == ["pair-1", "pair-2"]
+    assert first.base_port != second.base_port and first.temp_dir != second.temp_dir
+    for cluster in (first, second):
+        logs = run_job(cluster, JOB_PROBE)
+        gcs, python = logs.strip().splitlines()[-1].split()
+        assert gcs.endswith(str(cluster.port("gcs")))
+        assert python.startswith(str(PROJECT_ROOT / ".venv")), "jobs must run with the project's interpreter"
+
+
+def test_a_port_in_use_is_refused_and_named(two_clusters, tmp_path):
+    base = lc.free_base_port(start=40000)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + 6))
+        holder.listen()
+        with pytest.raises(lc.LocalClusterError, match=rf"port {base + 6} is already in use"):
+            lc.start("blocked", base_port=base, state_dir=tmp_path)
+    assert lc.load_all(tmp_path) == []
+
+
+def test_stopping_one_cluster_leaves_the_others_running(tmp_path, two_clusters):
+    (first, _), _ = two_clusters
+    extra = lc.start("extra", num_cpus=1, state_dir=tmp_path)
+    assert lc.is_running(extra)
+    assert lc.stop(extra, tmp_path) is True
+    assert processes_mentioning(extra.temp_dir) == []
+    assert lc.load_all(tmp_path) == []
+    assert lc.is_running(first)
+    run_job(first, "python -c 'print(1)'")
+
+
+def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        stale = lc.LocalCluster("stale", 45000, str(tmp_path / "gone"), bystander.pid, None, None)
+        assert lc.stop(stale, tmp_path) is False
+        time.sleep(0.2)
+        assert bystander.poll() is None, "an unrelated process group was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_cli_up_status_down(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    output = tmp_path / "ray_address"
+    up = subprocess.run([*cli, "up", "1", "--name", "cli", "--num_cpus", "1", "--output", str(output)],
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    (cluster,) = lc.load_all(tmp_path / "state")
+    assert address_file.read(output) == [address_file.ClusterAddress("cli", cluster.dashboard_url)]
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True, check=True)
+    assert "cli" in status.stdout and "running" in status.stdout
+    down = subprocess.run([*cli, "down"], capture_output=True, text=True, check=True)
+    assert "stopped cli" in down.stdout
+    assert processes_mentioning(cluster.temp_dir) == []
+
+
+def test_cli_run_stops_its_cluster_and_returns_the_commands_exit_code(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path)]
+    result = subprocess.run(
+        [*cli, "run", "--name", "runner", "--num_cpus", "1", "--", sys.executable, "-c",
+         "import os, sys; print('address', os.environ['RAY_ADDRESS']); sys.exit(7)"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 7
+    assert "address 127.0.0.1:" in result.stdout and "stopped runner" in result.stdout
+    assert lc.load_all(tmp_path) == []
