@@ -49,9 +49,14 @@ def summarize(result: Any, sweep: Sweep) -> TrialSummary:
     frame = result.metrics_dataframe
     curve: list[tuple[int, float]] = []
     if frame is not None and sweep.metric in frame:
-        for iteration, value in zip(frame["training_iteration"], frame[sweep.metric], strict=True):
-            if not math.isnan(value):
-                curve.append((int(iteration), float(value)))
+        # The trainable's closing result repeats the trainer's last iteration; count each one once.
+        trainer_iterations = frame["iteration"] if "iteration" in frame else frame["training_iteration"]
+        seen = set()
+        for trainer_iteration, value in zip(trainer_iterations, frame[sweep.metric], strict=True):
+            if trainer_iteration in seen or math.isnan(value):
+                continue
+            seen.add(trainer_iteration)
+            curve.append((len(curve) + 1, float(value)))
     values = [value for _, value in curve]
     best = (max(values) if sweep.mode == "max" else min(values)) if values else None
     metrics = result.metrics or {}
@@ -67,7 +72,7 @@ def summarize(result: Any, sweep: Sweep) -> TrialSummary:
         status=status,
         hyperparameters={key: result.config.get(key) for key in sweep.tunable_keys()},
         best_metric=best,
-        iterations=int(metrics.get("training_iteration", 0)),
+        iterations=len(curve),
         curve=curve,
         error=_error_line(result.error),
     )
@@ -118,7 +123,8 @@ def plot_learning_curves(trials: list[TrialSummary], sweep: Sweep, path: Path) -
     axes.set_ylabel(sweep.metric)
     axes.set_title(f"{sweep.name}: {len(trials)} trials (dashed: stopped early, dotted: error)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
+    if axes.lines:
+        axes.legend(fontsize="small", loc="best")
     figure.tight_layout()
     atomic_write(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
     plt.close(figure)

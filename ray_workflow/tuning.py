@@ -82,10 +82,12 @@ def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:
 def build_search(sweep: Sweep, settings: TunerSettings) -> tuple[dict[str, Any], SearchAlgorithm | Searcher]:
     """The search space as the searcher needs it, and the searcher."""
     has_grid = any(isinstance(value, dict) and "grid_search" in value for value in sweep.search_space.values())
+    # Tune applies max_concurrent_trials to Searchers only; the variant generator takes its own limit.
+    variants = BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.max_concurrent_trials or 0)
     if settings.searcher == "grid":
-        return grid_space(sweep.search_space), BasicVariantGenerator(random_state=settings.seed)
+        return grid_space(sweep.search_space), variants
     if settings.searcher == "random":
-        return sweep.search_space, BasicVariantGenerator(random_state=settings.seed)
+        return sweep.search_space, variants
     if has_grid:
         raise SweepConfigError("--searcher optuna cannot search tune.grid_search axes; use --searcher grid")
     from ray.tune.search.optuna import OptunaSearch
@@ -144,17 +146,18 @@ class ProgressPrinter(tune.Callback):
         if self.best is None or (value > self.best if self.sweep.mode == "max" else value < self.best):
             self.best = value
 
-    def _line(self, trial: Any, what: str) -> None:
+    def _line(self, trials: list, trial: Any, what: str) -> None:
         best = f"{self.best:.4g}" if self.best is not None else "-"
         elapsed = time.monotonic() - self.started_at
+        total = max(self.num_samples, len(trials))  # a grid holds more trials than num_samples
         print(
-            f"[sweep {elapsed:6.1f}s] {self.ended}/{self.num_samples} trials ended, best {self.sweep.metric} {best}"
+            f"[sweep {elapsed:6.1f}s] {self.ended}/{total} trials ended, best {self.sweep.metric} {best}"
             f" | {trial.trial_id} {what}",
             flush=True,
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "started")
+        self._line(trials, trial, "started")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._best_of(result.get(self.sweep.metric))
@@ -162,11 +165,11 @@ class ProgressPrinter(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
         last = trial.last_result or {}
-        self._line(trial, f"ended at iteration {last.get('training_iteration', 0)}")
+        self._line(trials, trial, f"ended at iteration {last.get('training_iteration', 0)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
-        self._line(trial, "ERROR (see the table at the end)")
+        self._line(trials, trial, "ERROR (see the table at the end)")
 
 
 def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
@@ -191,7 +194,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
             num_samples=settings.num_samples,
             search_alg=search_alg,
             scheduler=build_scheduler(sweep, settings),
-            max_concurrent_trials=settings.max_concurrent_trials,
+            max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -48,9 +48,20 @@ def test_bad_override_exits_non_zero_with_one_line(tmp_path):
 def test_training_writes_one_row_of_scalars_per_iteration_and_announces_its_log_dir(tmp_path):
     log_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, TRAINER, "--log_dir", str(log_dir), "--max_iterations", "4", "--num_envs", "4",
-         "agent.n_steps=64"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            TRAINER,
+            "--log_dir",
+            str(log_dir),
+            "--max_iterations",
+            "4",
+            "--num_envs",
+            "4",
+            "agent.n_steps=64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert f"[INFO] Logging experiment in directory: {log_dir}" in result.stdout

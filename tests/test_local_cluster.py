@@ -80,8 +80,12 @@ def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
 def test_cli_up_status_down(tmp_path):
     cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
     output = tmp_path / "ray_address"
-    up = subprocess.run([*cli, "up", "1", "--name", "cli", "--num_cpus", "1", "--output", str(output)],
-                        capture_output=True, text=True, timeout=120)
+    up = subprocess.run(
+        [*cli, "up", "1", "--name", "cli", "--num_cpus", "1", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert up.returncode == 0, up.stderr
     (cluster,) = lc.load_all(tmp_path / "state")
     assert address_file.read(output) == [address_file.ClusterAddress("cli", cluster.dashboard_url)]
@@ -95,9 +99,21 @@ def test_cli_up_status_down(tmp_path):
 def test_cli_run_stops_its_cluster_and_returns_the_commands_exit_code(tmp_path):
     cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path)]
     result = subprocess.run(
-        [*cli, "run", "--name", "runner", "--num_cpus", "1", "--", sys.executable, "-c",
-         "import os, sys; print('address', os.environ['RAY_ADDRESS']); sys.exit(7)"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *cli,
+            "run",
+            "--name",
+            "runner",
+            "--num_cpus",
+            "1",
+            "--",
+            sys.executable,
+            "-c",
+            "import os, sys; print('address', os.environ['RAY_ADDRESS']); sys.exit(7)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 7
     assert "address 127.0.0.1:" in result.stdout and "stopped runner" in result.stdout

@@ -30,12 +30,19 @@ def test_shipped_configs_load_and_render_their_commands():
     cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
     assert cartpole.job.argv({"agent.learning_rate": 0.002}, None)[-1] == "agent.learning_rate=0.002"
     isaac = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/isaac_cartpole_rl_games.py")
-    argv = isaac.job.argv({"agent.params.config.learning_rate": 0.0003, "agent.params.network.mlp.units": [64, 64]},
-                          None)
+    argv = isaac.job.argv(
+        {"agent.params.config.learning_rate": 0.0003, "agent.params.network.mlp.units": [64, 64]}, None
+    )
     assert argv == [
-        "/workspace/isaaclab/isaaclab.sh", "-p", "scripts/reinforcement_learning/rl_games/train.py",
-        "--task", "Isaac-Cartpole-v0", "--headless", "agent.params.config.max_epochs=150",
-        "agent.params.config.learning_rate=0.0003", "agent.params.network.mlp.units=[64,64]",
+        "/workspace/isaaclab/isaaclab.sh",
+        "-p",
+        "scripts/reinforcement_learning/rl_games/train.py",
+        "--task",
+        "Isaac-Cartpole-v0",
+        "--headless",
+        "agent.params.config.max_epochs=150",
+        "agent.params.config.learning_rate=0.0003",
+        "agent.params.network.mlp.units=[64,64]",
     ]
     assert isaac.job.log_dir_flag is None and isaac.job.cwd == "/workspace/isaaclab"
 
@@ -52,10 +59,13 @@ def test_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_error_raised_by_the_config_names_its_line(tmp_path):
-    path = write_config(tmp_path, """\
+    path = write_config(
+        tmp_path,
+        """\
         from ray import tune
         SPACE = {"lr": tune.loguniform(0, 1)}
-    """)
+    """,
+    )
     with pytest.raises(SweepConfigError, match=r":2: ValueError"):
         load_sweep(path)
 
@@ -124,9 +134,17 @@ def test_invalid_tuner_settings_are_refused(settings, message):
 def test_tuner_cli_reports_a_bad_config_in_one_line_without_starting_ray(tmp_path):
     path = write_config(tmp_path, "SWEEP = 42\n")
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "hyper_parameter_tuning/tuner.py"), "--cfg_file", str(path),
-         "--ray_address", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "hyper_parameter_tuning/tuner.py"),
+            "--cfg_file",
+            str(path),
+            "--ray_address",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {path}: SWEEP is a int, not a Sweep"

@@ -18,15 +18,24 @@ def test_hydra_overrides_render_as_key_equals_value():
 
 
 def test_flag_style_renders_values_and_store_true_switches():
-    arguments = render_arguments({"lr": np.float64(0.5), "steps": np.int64(3), "headless": True, "video": False}, "flags")
+    arguments = render_arguments(
+        {"lr": np.float64(0.5), "steps": np.int64(3), "headless": True, "video": False}, "flags"
+    )
     assert arguments == ["--lr", "0.5", "--steps", "3", "--headless"]
 
 
 def test_job_argv_substitutes_the_interpreter_and_project_root_and_adds_the_log_dir(tmp_path):
     job = TrainingJob(command=("{python}", "{project_root}/train_cartpole.py", "--num_envs", "4"))
     argv = job.argv({"agent.n_steps": 16}, tmp_path)
-    assert argv == [sys.executable, f"{PROJECT_ROOT}/train_cartpole.py", "--num_envs", "4",
-                    "--log_dir", str(tmp_path), "agent.n_steps=16"]
+    assert argv == [
+        sys.executable,
+        f"{PROJECT_ROOT}/train_cartpole.py",
+        "--num_envs",
+        "4",
+        "--log_dir",
+        str(tmp_path),
+        "agent.n_steps=16",
+    ]
 
 
 def test_job_without_log_dir_flag_leaves_the_directory_to_the_trainer(tmp_path):

@@ -4,6 +4,7 @@ python hyper_parameter_tuning/config/cartpole_sweep.py --ray_address local
 ray job submit --working-dir . -- python hyper_parameter_tuning/config/cartpole_sweep.py
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from ray_workflow.sweep import Sweep  # noqa: E402
 from ray_workflow.sweep_cli import main  # noqa: E402
 from ray_workflow.training_command import TrainingJob  # noqa: E402
 
-MAX_ITERATIONS = 300
+# A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).
+MAX_ITERATIONS = int(os.environ.get("CARTPOLE_MAX_ITERATIONS", "300"))
 
 SWEEP = Sweep(
     name="cartpole_ppo",
@@ -41,7 +43,7 @@ SWEEP = Sweep(
     metric=MEAN_RETURN_TAG,
     mode="max",
     max_iterations=MAX_ITERATIONS,
-    grace_period=60,
+    grace_period=min(60, MAX_ITERATIONS),
     defaults={"num_samples": 8, "cpus_per_trial": 1, "storage_path": "~/ray_results"},
 )
 

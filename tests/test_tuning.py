@@ -1,0 +1,166 @@
+"""Sweeps on a real local Ray cluster with real Ray Tune and real training processes."""
+
+import csv
+import dataclasses
+import sys
+import time
+
+from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
+from ray import tune
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from ray_workflow.report import ERROR, FINISHED, STOPPED
+from ray_workflow.sweep import Sweep, load_sweep
+from ray_workflow.training_command import TrainingJob
+from ray_workflow.tuning import TunerSettings, run_sweep
+
+SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_trainer.py", "--spawn_child"))
+
+
+def scripted_sweep(search_space, iterations=10, seconds_per_iteration=0.05, **changes):
+    job = dataclasses.replace(
+        SCRIPTED,
+        command=(
+            *SCRIPTED.command,
+            "--iterations",
+            str(iterations),
+            "--seconds_per_iteration",
+            str(seconds_per_iteration),
+        ),
+    )
+    fields = dict(
+        name="scripted",
+        job=job,
+        search_space=search_space,
+        metric="score",
+        mode="max",
+        max_iterations=iterations,
+        grace_period=min(2, iterations),
+    )
+    fields.update(changes)
+    return Sweep(**fields)
+
+
+def settings(tmp_path, **changes):
+    values = dict(
+        num_samples=1,
+        searcher="grid",
+        scheduler="fifo",
+        storage_path=str(tmp_path),
+        name="exp",
+        ray_address="auto",
+        trial_timeout_s=60,
+    )
+    values.update(changes)
+    return TunerSettings(**values)
+
+
+def by_value(report, key):
+    return {trial.hyperparameters[key]: trial for trial in report.trials}
+
+
+def test_short_cartpole_sweep_finishes_with_sane_results_and_leaves_its_report(ray_driver, tmp_path):
+    cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
+    short = dataclasses.replace(
+        cartpole,
+        job=dataclasses.replace(cartpole.job, command=(*cartpole.job.command, "--max_iterations", "12")),
+        max_iterations=12,
+        grace_period=4,
+    )
+    report = run_sweep(short, settings(tmp_path, num_samples=4, searcher="optuna", scheduler="asha", seed=1))
+    assert len(report.trials) == 4
+    assert all(trial.status in (FINISHED, STOPPED) for trial in report.trials), report.table
+    assert any(trial.status == FINISHED and trial.iterations >= 12 for trial in report.trials)
+    for trial in report.trials:
+        assert 9 < trial.best_metric <= 500, "CartPole returns lie between 9 and 500"
+        assert [i for i, _ in trial.curve] == list(range(1, len(trial.curve) + 1)), "one result per iteration"
+        assert 5e-4 <= trial.hyperparameters["agent.learning_rate"] <= 4e-3
+    assert report.best.best_metric == max(trial.best_metric for trial in report.trials)
+    with open(report.csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["trial_id"] for row in rows) == sorted(trial.trial_id for trial in report.trials)
+    assert report.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert wait_until_gone(str(tmp_path)) == []
+
+
+def test_crashing_trial_is_an_error_with_exit_code_and_output_tail_while_others_finish(ray_driver, tmp_path):
+    sweep = scripted_sweep({"agent.crash_at": tune.grid_search([-1, 3])})
+    report = run_sweep(sweep, settings(tmp_path))
+    trials = by_value(report, "agent.crash_at")
+    assert trials[-1].status == FINISHED and trials[-1].iterations >= 10
+    crashed = trials[3]
+    assert crashed.status == ERROR
+    assert "exited with code 3" in crashed.error
+    error_file = next(tmp_path.rglob("error.txt"))
+    assert "CUDA error: an illegal memory access" in error_file.read_text()
+    assert report.best is trials[-1]
+    assert wait_until_gone(str(tmp_path)) == []
+
+
+def test_trainer_rejecting_its_overrides_is_an_error_not_a_finished_trial(ray_driver, tmp_path):
+    cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
+    broken = dataclasses.replace(cartpole, search_space={"agent.n_steps": tune.grid_search([0])}, grace_period=1)
+    report = run_sweep(broken, settings(tmp_path))
+    (trial,) = report.trials
+    assert trial.status == ERROR and "exited with code 2" in trial.error
+    assert report.best is None
+
+
+def test_silent_trial_is_killed_with_its_children_after_the_timeout(ray_driver, tmp_path):
+    sweep = scripted_sweep({"agent.hang_at": tune.grid_search([2])})
+    started = time.monotonic()
+    report = run_sweep(sweep, settings(tmp_path, trial_timeout_s=3))
+    (trial,) = report.trials
+    assert trial.status == ERROR and "no new 'score' for 3 s" in trial.error
+    assert trial.iterations == 2
+    assert time.monotonic() - started < 60
+    assert wait_until_gone(str(tmp_path)) == []
+
+
+def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_path):
+    sweep = scripted_sweep(
+        {"agent.quality": tune.grid_search([2.0, 1.0, 0.1, 0.2])}, iterations=40, seconds_per_iteration=0.1
+    )
+    report = run_sweep(sweep, settings(tmp_path, scheduler="asha", max_concurrent_trials=2))
+    statuses = {trial.hyperparameters["agent.quality"]: trial.status for trial in report.trials}
+    assert STOPPED in statuses.values(), report.table
+    assert statuses[2.0] == FINISHED
+    assert wait_until_gone(str(tmp_path)) == []
+
+
+def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_cluster, tmp_path):
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    job_id = client.submit_job(
+        entrypoint=f"python hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --searcher random "
+        f"--scheduler fifo --storage_path {tmp_path} --name job_sweep --cpus_per_trial 0.5",
+        runtime_env={
+            "working_dir": str(PROJECT_ROOT),
+            "excludes": [".venv/", ".git/", "results/"],
+            "env_vars": {"CARTPOLE_MAX_ITERATIONS": "5"},
+        },
+    )
+    deadline = time.monotonic() + 300
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "Best trial" in logs
+    with open(tmp_path / "job_sweep" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and {row["status"] for row in rows} == {FINISHED}
+    assert {row["iterations"] for row in rows} == {"5"}
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_sweep_script_help_lists_the_tuner_flags():
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for flag in ("--num_samples", "--storage_path", "--ray_address", "--gpus_per_trial", "--trial_timeout_s"):
+        assert flag in result.stdout
