@@ -1,0 +1,89 @@
+"""``test_kuberay_config.py``: a Ray job that checks what a cluster's GPU tasks really get."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import ray
+from tabulate import tabulate
+
+from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Check a Ray cluster's GPUs, drivers, Ray and Python packages.")
+    parser.add_argument("--num_jobs", type=int, default=1, help="tasks to run at once")
+    parser.add_argument("--gpus_per_job", type=float, default=1.0, help="GPUs each task holds (default 1)")
+    parser.add_argument("--require_isaaclab", action="store_true", help="also require Isaac Lab's packages")
+    parser.add_argument(
+        "--allow_missing_nvidia_smi",
+        action="store_true",
+        help="do not fail when nvidia-smi is missing (fake GPU slots in tests)",
+    )
+    parser.add_argument(
+        "--wait_for_autoscaling",
+        action="store_true",
+        help="do not fail fast when the cluster has too few GPUs now; wait for it to scale up",
+    )
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"), help="default: auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num_jobs < 1 or args.gpus_per_job < 0:
+        print(
+            f"error: --num_jobs {args.num_jobs} and --gpus_per_job {args.gpus_per_job:g} must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        reports = run_check(
+            args.num_jobs, args.gpus_per_job, args.require_isaaclab, check_capacity_first=not args.wait_for_autoscaling
+        )
+    except ClusterTooSmall as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    rows = [
+        [
+            r.index,
+            r.node,
+            r.cuda_visible_devices,
+            ",".join(map(str, r.ray_gpu_ids)) or "-",
+            r.nvidia_smi,
+            r.torch_cuda,
+            r.ray_version,
+            r.python,
+            ", ".join(r.missing_packages) or "all import",
+        ]
+        for r in reports
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=[
+                "task",
+                "node",
+                "CUDA_VISIBLE_DEVICES",
+                "Ray GPU ids",
+                "nvidia-smi",
+                "torch",
+                "Ray",
+                "Python",
+                "packages",
+            ],
+            tablefmt="github",
+        )
+    )
+    reasons = failures(reports, args.gpus_per_job, require_nvidia_smi=not args.allow_missing_nvidia_smi)
+    if reasons:
+        print(f"\nFAILED: {len(reasons)} problem(s)", file=sys.stderr)
+        for reason in reasons:
+            print(f"  {reason}", file=sys.stderr)
+        return 1
+    print(f"\nOK: {args.num_jobs} task(s) x {args.gpus_per_job:g} GPU(s) passed every check")
+    return 0

@@ -1,0 +1,221 @@
+"""multicluster_submit.py and test_kuberay_config.py against real local clusters with fake GPU slots."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import PROJECT_ROOT
+
+from ray_workflow import address_file
+from ray_workflow import local_cluster as lc
+from ray_workflow.address_file import ClusterAddress
+from ray_workflow.multicluster import SubmissionError, assign
+
+SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("mc_state")
+    started = lc.start_many(2, prefix="mc", num_cpus=2, num_gpus=2, state_dir=state_dir, progress=False)
+    yield started
+    lc.stop_matching(None, state_dir)
+
+
+@pytest.fixture
+def addresses(clusters, tmp_path):
+    return address_file.write([ClusterAddress(c.name, c.dashboard_url) for c in clusters], tmp_path / "ray_address")
+
+
+def submit(*args, timeout=240):
+    return subprocess.run([*SUBMIT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def probe_lines(output):
+    """(cluster prefix, tag, GCS port the job saw, env) of every probe line; the port identifies the cluster."""
+    return re.findall(r"^\[(\S+)\] probe tag=(\S+) gcs=\S+:(\d+) env=(\S+)$", output, flags=re.M)
+
+
+def test_each_job_runs_on_its_own_cluster_in_file_order(clusters, addresses):
+    result = submit(
+        "--address_file",
+        str(addresses),
+        "--env",
+        "PROBE_ENV=on",
+        "tests/job_probe.py --tag A",
+        "tests/job_probe.py --tag B",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = sorted(probe_lines(result.stdout))
+    assert found == [
+        ("mc-1", "A", str(clusters[0].port("gcs")), "on"),
+        ("mc-2", "B", str(clusters[1].port("gcs")), "on"),
+    ]
+    assert result.stdout.count("SUCCEEDED") == 2
+
+
+def test_one_job_goes_to_every_cluster(clusters, addresses):
+    result = submit("--address_file", str(addresses), "tests/job_probe.py --tag all")
+    assert result.returncode == 0, result.stderr
+    assert sorted((name, gcs) for name, _, gcs, _ in probe_lines(result.stdout)) == [
+        ("mc-1", str(clusters[0].port("gcs"))),
+        ("mc-2", str(clusters[1].port("gcs"))),
+    ]
+
+
+def test_a_failing_job_makes_the_exit_code_non_zero_while_the_other_succeeds(addresses):
+    result = submit(
+        "--address_file", str(addresses), "tests/job_probe.py --tag ok", "tests/job_probe.py --tag bad --exit_code 5"
+    )
+    assert result.returncode == 1
+    table = result.stdout.split("| cluster")[1]
+    assert re.search(r"mc-1 .*SUCCEEDED", table) and re.search(r"mc-2 .*FAILED", table)
+    assert "mc-2: FAILED" in result.stderr
+
+
+def test_more_jobs_than_clusters_is_refused_without_queue_and_queued_with_it(addresses):
+    jobs = [f"tests/job_probe.py --tag q{i}" for i in range(3)]
+    refused = submit("--address_file", str(addresses), *jobs)
+    assert refused.returncode == 2
+    assert "3 jobs for 2 clusters" in refused.stderr and "--queue" in refused.stderr
+    queued = submit("--address_file", str(addresses), "--queue", *jobs)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert sorted(tag for _, tag, _, _ in probe_lines(queued.stdout)) == ["q0", "q1", "q2"]
+    assert queued.stdout.count("SUCCEEDED") == 3
+
+
+def test_fewer_jobs_than_clusters_uses_the_first_ones_with_a_note(addresses):
+    result = submit("--address_file", str(addresses), "--no_wait", "tests/job_probe.py --tag x")
+    assert result.returncode == 0
+    assert "note" not in result.stdout  # one job goes everywhere
+    result = submit(
+        "--address_file", str(addresses), "--no_wait", "tests/job_probe.py --tag x", "tests/job_probe.py --tag y"
+    )
+    assert result.returncode == 0 and len(re.findall(r"raysubmit_\w+", result.stdout)) >= 2
+
+
+def test_malformed_address_file_names_file_and_line(tmp_path):
+    path = tmp_path / "ray_address"
+    path.write_text("# Cluster: a\nhttp://127.0.0.1:8265\n\nhttp//broken\n")
+    result = submit("--address_file", str(path), "tests/job_probe.py --tag x")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"error: {path}:4: 'http//broken' is not a Ray address "
+        "(expected http://HOST:PORT or HOST:PORT)"
+    )
+
+
+def test_unreachable_cluster_is_named_and_the_other_job_still_runs(clusters, tmp_path):
+    with socket.socket() as silent:  # accepts connections, never answers: a hung dashboard
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        path = address_file.write(
+            [
+                ClusterAddress("gone", "http://127.0.0.1:1"),
+                ClusterAddress("silent", silent_url),
+                ClusterAddress(clusters[0].name, clusters[0].dashboard_url),
+            ],
+            tmp_path / "ray_address",
+        )
+        started = time.monotonic()
+        result = submit(
+            "--address_file",
+            str(path),
+            "--connect_timeout_s",
+            "2",
+            "tests/job_probe.py --tag a",
+            "tests/job_probe.py --tag b",
+            "tests/job_probe.py --tag c",
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert "cluster gone at http://127.0.0.1:1 is unreachable" in result.stdout
+    assert f"cluster silent at {silent_url} is unreachable" in result.stdout
+    assert [tag for _, tag, _, _ in probe_lines(result.stdout)] == ["c"]
+    assert elapsed < 60
+
+
+def test_assign_rules():
+    a, b = ClusterAddress("a", "http://a:1"), ClusterAddress("b", "http://b:1")
+    assert assign(["j"], [a, b], False) == ([["j"], ["j"]], [])
+    assert assign(["j0", "j1", "j2"], [a, b], True) == ([["j0"], ["j1"]], ["j2"])
+    with pytest.raises(SubmissionError, match="unbalanced|No closing quotation"):
+        assign(["x 'y"], [a], False)
+    with pytest.raises(SubmissionError, match="lists no clusters"):
+        assign(["j"], [], False)
+
+
+def check(cluster, *args):
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "test_kuberay_config.py"), "--address", cluster.gcs_address, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_two_one_gpu_jobs_pass_with_distinct_devices(clusters):
+    result = check(clusters[0], "--num_jobs", "2", "--allow_missing_nvidia_smi")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if re.match(r"\|\s+\d+ \|", line)]
+    devices = sorted(row.split("|")[3].strip() for row in rows)
+    assert devices == ["0", "1"]
+    assert "missing (not on PATH)" in result.stdout
+    assert "OK: 2 task(s)" in result.stdout
+
+
+def test_more_gpus_than_the_cluster_has_fail_fast_with_the_numbers(clusters):
+    started = time.monotonic()
+    result = check(clusters[0], "--num_jobs", "3", "--allow_missing_nvidia_smi")
+    assert result.returncode == 1
+    assert "cluster has 2 GPUs (at most 2 on one node); 3 x 1 = 3 requested" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_missing_nvidia_smi_fails_the_check_unless_allowed(clusters):
+    result = check(clusters[1], "--num_jobs", "1")
+    assert result.returncode == 1
+    assert "nvidia-smi missing (not on PATH)" in result.stderr
+
+
+def test_check_runs_through_multicluster_submit_on_every_cluster(addresses):
+    result = submit(
+        "--address_file",
+        str(addresses),
+        "test_kuberay_config.py --num_jobs 2 --gpus_per_job 0.5 --allow_missing_nvidia_smi",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("OK: 2 task(s) x 0.5 GPU(s)") == 2
+
+
+def test_ctrl_c_stops_the_jobs_it_submitted_and_says_so(clusters, tmp_path):
+    import signal
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    path = address_file.write([ClusterAddress(clusters[0].name, clusters[0].dashboard_url)], tmp_path / "addr")
+    process = subprocess.Popen(
+        [*SUBMIT, "--address_file", str(path), "tests/job_probe.py --tag long --sleep_s 120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "submitted raysubmit_" in line:
+            break
+    job_id = re.search(r"(raysubmit_\w+)", seen[-1])[1]
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"interrupted: stopped 1 submitted job(s): {job_id} on mc-1" in output
+    client = JobSubmissionClient(clusters[0].dashboard_url)
+    deadline = time.monotonic() + 30
+    while client.get_job_status(job_id) != JobStatus.STOPPED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.get_job_status(job_id) == JobStatus.STOPPED
