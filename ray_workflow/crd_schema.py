@@ -1,0 +1,87 @@
+"""Validating manifests offline against a CustomResourceDefinition's ``openAPIV3Schema``.
+
+The schema is turned into JSON Schema the way a Kubernetes API server reads it: unknown
+fields are errors (strict field validation), ``nullable`` admits null, int32/int64
+formats bound integers, ``x-kubernetes-preserve-unknown-fields`` keeps an object open and
+the other ``x-kubernetes-*`` keys are dropped. CEL rules (``x-kubernetes-validations``)
+are not evaluated; the only two in the RayCluster CRD guard fields we never set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator
+
+INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class CrdError(ValueError):
+    """A CRD document that cannot be used for validation."""
+
+
+def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """One openAPIV3Schema node as strict JSON Schema."""
+    schema: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-") or key in ("nullable", "format", "description"):
+            continue
+        if key == "properties":
+            schema[key] = {name: to_json_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "not") or (key == "additionalProperties" and isinstance(value, dict)):
+            schema[key] = to_json_schema(value)
+        elif key in ("anyOf", "allOf", "oneOf"):
+            schema[key] = [to_json_schema(sub) for sub in value]
+        else:
+            schema[key] = value
+    open_object = node.get("x-kubernetes-preserve-unknown-fields") is True
+    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node and not open_object:
+        schema["additionalProperties"] = False
+    if node.get("type") == "integer" and node.get("format") in INT_RANGES:
+        schema["minimum"], schema["maximum"] = INT_RANGES[node["format"]]
+    if node.get("nullable") is True and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def openapi_schema(crd: dict[str, Any], version: str = "v1") -> dict[str, Any]:
+    """The ``openAPIV3Schema`` that the CRD serves for ``version``."""
+    if crd.get("kind") != "CustomResourceDefinition":
+        raise CrdError(f"not a CustomResourceDefinition (kind: {crd.get('kind')!r})")
+    for served in crd.get("spec", {}).get("versions", []):
+        if served.get("name") == version:
+            return served["schema"]["openAPIV3Schema"]
+    raise CrdError(f"the CRD serves no version {version!r}")
+
+
+def validator_from_text(text: str, version: str = "v1") -> Draft7Validator:
+    try:
+        documents = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+    except yaml.YAMLError as error:
+        raise CrdError(f"CRD is not valid YAML: {error}") from None
+    if not documents:
+        raise CrdError("CRD document is empty")
+    return Draft7Validator(to_json_schema(openapi_schema(documents[0], version)))
+
+
+@lru_cache(maxsize=4)
+def validator_from_file(path: Path, version: str = "v1") -> Draft7Validator:
+    try:
+        return validator_from_text(Path(path).read_text(), version)
+    except OSError as error:
+        raise CrdError(f"{path}: {error.strerror}") from None
+    except CrdError as error:
+        raise CrdError(f"{path}: {error}") from None
+
+
+def errors(validator: Draft7Validator, manifest: dict[str, Any]) -> list[str]:
+    """Every schema violation as ``path: message``, sorted; empty when the manifest is valid."""
+    found = []
+    for error in validator.iter_errors(manifest):
+        path = ".".join(str(part) for part in error.absolute_path) or "(root)"
+        found.append(f"{path}: {error.message}")
+    return sorted(found)

@@ -1,0 +1,51 @@
+"""The ``kubectl`` binary, run with argument lists: its own error messages reach the user unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any
+
+
+class KubectlError(RuntimeError):
+    """kubectl is missing or failed; the message carries kubectl's own words."""
+
+
+class Kubectl:
+    """``kubectl`` with an optional ``--context``; each call is one process, no shell."""
+
+    def __init__(self, context: str | None = None, timeout_s: float = 120.0) -> None:
+        self.context = context
+        self.timeout_s = timeout_s
+
+    def argv(self, args: list[str]) -> list[str]:
+        binary = shutil.which("kubectl")
+        if binary is None:
+            raise KubectlError("kubectl not found on PATH: install it and point it at your cluster "
+                               "(https://kubernetes.io/docs/tasks/tools/)")
+        return [binary, *(["--context", self.context] if self.context else []), *args]
+
+    def run(self, args: list[str], stdin: str | None = None) -> str:
+        argv = self.argv(args)
+        try:
+            result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout_s,
+                                    check=False)
+        except subprocess.TimeoutExpired:
+            raise KubectlError(f"kubectl {' '.join(args)} did not finish within {self.timeout_s:g} s") from None
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
+            raise KubectlError(f"kubectl {' '.join(args[:3])} failed: {message}")
+        return result.stdout
+
+    def get_json(self, args: list[str]) -> dict[str, Any]:
+        output = self.run([*args, "-o", "json"])
+        try:
+            return json.loads(output)
+        except json.JSONDecodeError:
+            raise KubectlError(f"kubectl {' '.join(args)} did not print JSON: {output[:200]!r}") from None
+
+    def popen(self, args: list[str]) -> subprocess.Popen[str]:
+        """A long-running kubectl (port-forward) in its own process group, output piped."""
+        return subprocess.Popen(self.argv(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -1,0 +1,174 @@
+"""KubeRay RayCluster manifests: the cluster spec, its checks, and rendering from Jinja templates.
+
+Templates live in ``cluster_configs/<cluster_host>/kuberay.yaml.jinja`` and are rendered
+with ``StrictUndefined``, so a variable a template needs but is not given is an error,
+never an empty string in a manifest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from ray_workflow import PROJECT_ROOT
+
+CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
+TEMPLATE_NAME = "kuberay.yaml.jinja"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "isaaclab-ray-workflow"
+# KubeRay names the head service <name>-head-svc, and a Service name is a DNS-1035 label of at most 63.
+MAX_NAME_LENGTH = 63 - len("-head-svc")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ManifestError(ValueError):
+    """Cluster settings or a template that cannot produce a valid manifest; the message says which."""
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    min_workers: int
+    max_workers: int
+    gpus: int
+    cpus: float
+    ram_gb: float
+    accelerator: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    namespace: str
+    image: str
+    ray_version: str
+    head_cpus: float
+    head_ram_gb: float
+    worker_groups: tuple[WorkerGroup, ...]
+    service_account_name: str | None = None
+    storage_uri: str | None = None
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+def available_hosts() -> list[str]:
+    """Every folder under cluster_configs/ that has a template."""
+    return sorted(path.parent.name for path in CLUSTER_CONFIGS.glob(f"*/{TEMPLATE_NAME}"))
+
+
+def check_name(name: str, what: str = "--name") -> None:
+    if not _DNS_1035.match(name):
+        raise ManifestError(
+            f"{what} {name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ManifestError(
+            f"{what} {name!r} is {len(name)} characters; at most {MAX_NAME_LENGTH} fit in KubeRay's "
+            "'<name>-head-svc' service name"
+        )
+
+
+def cluster_names(name: str, num_clusters: int) -> list[str]:
+    """``name`` for one cluster; ``name-1`` .. ``name-N`` for several, each checked once suffixed."""
+    if num_clusters < 1:
+        raise ManifestError(f"--num_clusters {num_clusters}: must be at least 1")
+    names = [name] if num_clusters == 1 else [f"{name}-{index}" for index in range(1, num_clusters + 1)]
+    for candidate in names:
+        check_name(candidate, "--name" if candidate == name else f"--name {name!r} once suffixed:")
+    return names
+
+
+def check_spec(spec: ClusterSpec) -> None:
+    check_name(spec.name)
+    if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
+        raise ManifestError(f"--namespace {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)")
+    if not spec.image or any(char.isspace() for char in spec.image):
+        raise ManifestError(f"--image {spec.image!r} is not an image reference")
+    if not re.match(r"^\d+\.\d+\.\d+", spec.ray_version):
+        raise ManifestError(f"--ray_version {spec.ray_version!r}: expected a version such as 2.60.0")
+    if spec.head_cpus <= 0 or spec.head_ram_gb <= 0:
+        raise ManifestError("--num_head_cpu and --head_ram_gb must be positive")
+    if not spec.worker_groups:
+        raise ManifestError("at least one worker group is needed")
+    for index, group in enumerate(spec.worker_groups):
+        where = f"worker group {index}"
+        if group.min_workers < 0 or group.max_workers < 0:
+            raise ManifestError(f"{where}: --min_workers and --max_workers must not be negative")
+        if group.min_workers > group.max_workers:
+            raise ManifestError(
+                f"{where}: --min_workers {group.min_workers} is greater than --max_workers {group.max_workers}"
+            )
+        if group.gpus < 0 or group.cpus <= 0 or group.ram_gb <= 0:
+            raise ManifestError(
+                f"{where}: --gpu_per_worker must not be negative, --cpu_per_worker and --ram_gb_per_worker "
+                f"must be positive (got {group.gpus}, {group.cpus:g}, {group.ram_gb:g})"
+            )
+
+
+def template_context(spec: ClusterSpec) -> dict[str, Any]:
+    """What the templates see: names, resources in Kubernetes units, sizes derived from RAM."""
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, **spec.extra_labels}
+
+    def memory(ram_gb: float) -> dict[str, Any]:
+        # Ray's object store takes 30 % of a pod's memory; /dev/shm must hold it, and Isaac Sim needs room too.
+        return {
+            "memory": f"{int(ram_gb * 1024)}Mi",
+            "shm": f"{int(ram_gb * 1024 // 2)}Mi",
+            "object_store_bytes": int(ram_gb * 0.3 * 1024**3),
+        }
+
+    groups = []
+    for index, group in enumerate(spec.worker_groups):
+        label = (group.accelerator or ("gpu" if group.gpus else "cpu")).replace("_", "-").lower()
+        groups.append({
+            "group_name": f"{label}-group-{index}"[:63],
+            "min_workers": group.min_workers,
+            "max_workers": group.max_workers,
+            "gpus": group.gpus,
+            "cpus": f"{group.cpus:g}",
+            "accelerator": group.accelerator,
+            **memory(group.ram_gb),
+        })
+    return {
+        "name": spec.name,
+        "namespace": spec.namespace,
+        "image": spec.image,
+        "ray_version": spec.ray_version,
+        "labels": labels,
+        "head": {"cpus": f"{spec.head_cpus:g}", **memory(spec.head_ram_gb)},
+        "worker_groups": groups,
+        "service_account_name": spec.service_account_name,
+        "storage_uri": spec.storage_uri,
+    }
+
+
+def render(cluster_host: str, spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
+    """The RayCluster manifest for ``spec`` from ``cluster_host``'s template."""
+    template_path = configs_dir / cluster_host / TEMPLATE_NAME
+    if not template_path.is_file():
+        hosts = ", ".join(available_hosts()) if configs_dir == CLUSTER_CONFIGS else "see " + str(configs_dir)
+        raise ManifestError(f"--cluster_host {cluster_host!r}: no {TEMPLATE_NAME} there; choose one of {hosts}")
+    check_spec(spec)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(template_path.parent), str(configs_dir)]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    try:
+        text = environment.get_template(TEMPLATE_NAME).render(**template_context(spec))
+    except jinja2.UndefinedError as error:
+        raise ManifestError(f"{template_path}: template variable undefined: {error.message}") from None
+    except jinja2.TemplateSyntaxError as error:
+        raise ManifestError(f"{template_path}:{error.lineno}: template syntax error: {error.message}") from None
+    try:
+        manifest = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ManifestError(f"{template_path}: rendered manifest is not valid YAML: {error}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{template_path}: rendered manifest is not a YAML mapping")
+    return manifest

@@ -1,0 +1,70 @@
+"""Launching and tearing down KubeRay clusters: render, validate against the CRD, apply with kubectl."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ray_workflow import PROJECT_ROOT, crd_schema
+from ray_workflow.kubectl import Kubectl, KubectlError
+from ray_workflow.kuberay_manifest import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ClusterSpec, ManifestError
+
+BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
+OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+
+def load_validator(crd_file: Path | None, kubectl: Kubectl | None) -> tuple[Any, str]:
+    """The schema to check against, and where it came from: --crd, the live cluster, or the bundled CRD."""
+    if crd_file is not None:
+        return crd_schema.validator_from_file(crd_file), str(crd_file)
+    if kubectl is not None:
+        try:
+            text = kubectl.run(["get", "crd", "rayclusters.ray.io", "-o", "yaml"])
+            return crd_schema.validator_from_text(text), "the cluster's rayclusters.ray.io CRD"
+        except (KubectlError, crd_schema.CrdError) as error:
+            reason = str(error).strip().splitlines()[-1]
+            print(f"note: cannot read the live CRD ({reason}); using the bundled KubeRay v1.7.0 CRD", file=sys.stderr)
+    return crd_schema.validator_from_file(BUNDLED_CRD), f"bundled {BUNDLED_CRD.name} (KubeRay v1.7.0)"
+
+
+def validate(manifests: list[dict[str, Any]], validator: Any) -> None:
+    """Refuse the whole set if any manifest breaks the schema: nothing is applied half-way."""
+    for manifest in manifests:
+        problems = crd_schema.errors(validator, manifest)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ManifestError(
+                f"cluster {manifest.get('metadata', {}).get('name')}: manifest fails the RayCluster schema at "
+                f"{problems[0]}{more}"
+            )
+
+
+def to_yaml(manifests: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(manifests, sort_keys=False)
+
+
+def specs_for(base: ClusterSpec, names: list[str]) -> list[ClusterSpec]:
+    return [replace(base, name=name) for name in names]
+
+
+def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl) -> str:
+    """``kubectl apply -f -`` with every manifest at once; kubectl reports created or configured."""
+    return kubectl.run(["apply", "--namespace", namespace, "-f", "-"], stdin=to_yaml(manifests))
+
+
+def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
+    listing = kubectl.get_json(["get", "rayclusters.ray.io", "--namespace", namespace, "-l", OUR_SELECTOR])
+    return sorted(listing.get("items", []), key=lambda item: item["metadata"]["name"])
+
+
+def down(prefix: str, namespace: str, kubectl: Kubectl) -> list[str]:
+    """Delete the RayClusters we created whose names start with ``prefix``; returns their names."""
+    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)
+             if item["metadata"]["name"].startswith(prefix)]
+    if names:
+        kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *names])
+    return names
