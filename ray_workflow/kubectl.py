@@ -22,15 +22,18 @@ class Kubectl:
     def argv(self, args: list[str]) -> list[str]:
         binary = shutil.which("kubectl")
         if binary is None:
-            raise KubectlError("kubectl not found on PATH: install it and point it at your cluster "
-                               "(https://kubernetes.io/docs/tasks/tools/)")
+            raise KubectlError(
+                "kubectl not found on PATH: install it and point it at your cluster "
+                "(https://kubernetes.io/docs/tasks/tools/)"
+            )
         return [binary, *(["--context", self.context] if self.context else []), *args]
 
     def run(self, args: list[str], stdin: str | None = None) -> str:
         argv = self.argv(args)
         try:
-            result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout_s,
-                                    check=False)
+            result = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
         except subprocess.TimeoutExpired:
             raise KubectlError(f"kubectl {' '.join(args)} did not finish within {self.timeout_s:g} s") from None
         if result.returncode != 0:
@@ -47,5 +50,11 @@ class Kubectl:
 
     def popen(self, args: list[str]) -> subprocess.Popen[str]:
         """A long-running kubectl (port-forward) in its own process group, output piped."""
-        return subprocess.Popen(self.argv(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen(
+            self.argv(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )

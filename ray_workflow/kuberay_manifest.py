@@ -125,15 +125,17 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
     groups = []
     for index, group in enumerate(spec.worker_groups):
         label = (group.accelerator or ("gpu" if group.gpus else "cpu")).replace("_", "-").lower()
-        groups.append({
-            "group_name": f"{label}-group-{index}"[:63],
-            "min_workers": group.min_workers,
-            "max_workers": group.max_workers,
-            "gpus": group.gpus,
-            "cpus": f"{group.cpus:g}",
-            "accelerator": group.accelerator,
-            **memory(group.ram_gb),
-        })
+        groups.append(
+            {
+                "group_name": f"{label}-group-{index}"[:63],
+                "min_workers": group.min_workers,
+                "max_workers": group.max_workers,
+                "gpus": group.gpus,
+                "cpus": f"{group.cpus:g}",
+                "accelerator": group.accelerator,
+                **memory(group.ram_gb),
+            }
+        )
     return {
         "name": spec.name,
         "namespace": spec.namespace,

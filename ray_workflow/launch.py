@@ -63,8 +63,11 @@ def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
 
 def down(prefix: str, namespace: str, kubectl: Kubectl) -> list[str]:
     """Delete the RayClusters we created whose names start with ``prefix``; returns their names."""
-    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)
-             if item["metadata"]["name"].startswith(prefix)]
+    names = [
+        item["metadata"]["name"]
+        for item in our_clusters(namespace, kubectl)
+        if item["metadata"]["name"].startswith(prefix)
+    ]
     if names:
         kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *names])
     return names

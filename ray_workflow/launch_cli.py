@@ -52,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--gpu_per_worker", type=_non_negative_int, nargs="+", default=[1])
     group.add_argument("--cpu_per_worker", type=_non_negative_number, nargs="+", default=[8])
     group.add_argument("--ram_gb_per_worker", type=_non_negative_number, nargs="+", default=[32])
-    group.add_argument("--worker_accelerator", nargs="+", default=["nvidia-l4"],
-                       help="GKE accelerator type of each group's nodes (google_cloud only)")
+    group.add_argument(
+        "--worker_accelerator",
+        nargs="+",
+        default=["nvidia-l4"],
+        help="GKE accelerator type of each group's nodes (google_cloud only)",
+    )
     parser.add_argument("--num_head_cpu", type=_non_negative_number, default=8)
     parser.add_argument("--head_ram_gb", type=_non_negative_number, default=32)
     parser.add_argument("--ray_version", default=PINNED_RAY_VERSION, help="must match the Ray in the image")
@@ -68,18 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def worker_groups(args: argparse.Namespace) -> tuple[WorkerGroup, ...]:
-    lists = {flag: getattr(args, flag) for flag in
-             ("min_workers", "max_workers", "gpu_per_worker", "cpu_per_worker", "ram_gb_per_worker",
-              "worker_accelerator")}
+    lists = {
+        flag: getattr(args, flag)
+        for flag in (
+            "min_workers",
+            "max_workers",
+            "gpu_per_worker",
+            "cpu_per_worker",
+            "ram_gb_per_worker",
+            "worker_accelerator",
+        )
+    }
     count = max(len(values) for values in lists.values())
     for flag, values in lists.items():
         if len(values) not in (1, count):
             raise ManifestError(f"--{flag} has {len(values)} values; give 1 or one per worker group ({count})")
     expanded = {flag: values * count if len(values) == 1 else values for flag, values in lists.items()}
     return tuple(
-        WorkerGroup(expanded["min_workers"][i], expanded["max_workers"][i], expanded["gpu_per_worker"][i],
-                    expanded["cpu_per_worker"][i], expanded["ram_gb_per_worker"][i],
-                    None if expanded["worker_accelerator"][i] in ("", "none") else expanded["worker_accelerator"][i])
+        WorkerGroup(
+            expanded["min_workers"][i],
+            expanded["max_workers"][i],
+            expanded["gpu_per_worker"][i],
+            expanded["cpu_per_worker"][i],
+            expanded["ram_gb_per_worker"][i],
+            None if expanded["worker_accelerator"][i] in ("", "none") else expanded["worker_accelerator"][i],
+        )
         for i in range(count)
     )
 
@@ -90,13 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.down:
             deleted = down(args.name, args.namespace, kubectl)
-            print(f"deleted RayCluster {', '.join(deleted)}" if deleted
-                  else f"no RayCluster of ours starting with {args.name!r} in namespace {args.namespace}")
+            print(
+                f"deleted RayCluster {', '.join(deleted)}"
+                if deleted
+                else f"no RayCluster of ours starting with {args.name!r} in namespace {args.namespace}"
+            )
             return 0
         if not args.image and not args.dry_run:
             raise ManifestError("--image is required (the container image with Isaac Lab and Ray)")
-        base = ClusterSpec(args.name, args.namespace, args.image or "IMAGE", args.ray_version, args.num_head_cpu,
-                           args.head_ram_gb, worker_groups(args), args.service_account_name, args.storage_uri)
+        base = ClusterSpec(
+            args.name,
+            args.namespace,
+            args.image or "IMAGE",
+            args.ray_version,
+            args.num_head_cpu,
+            args.head_ram_gb,
+            worker_groups(args),
+            args.service_account_name,
+            args.storage_uri,
+        )
         specs = specs_for(base, cluster_names(args.name, args.num_clusters))
         manifests = [render(args.cluster_host, spec) for spec in specs]
         validator, source = load_validator(args.crd, None if args.dry_run else kubectl)

@@ -1,0 +1,160 @@
+"""Finding the addresses of running Ray clusters: KubeRay head pods through kubectl, or local heads."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from subprocess import Popen
+from typing import Any
+
+from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url
+from ray_workflow.kubectl import Kubectl, KubectlError
+from ray_workflow.launch import our_clusters
+from ray_workflow.process_groups import end_process_group
+
+HEAD_SELECTOR = "ray.io/node-type=head"
+_FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(?P<port>\d+) ->")
+
+
+class DiscoveryError(RuntimeError):
+    """Clusters that could not be found or never became ready; the message names them."""
+
+
+def _head_state(pod: dict[str, Any] | None) -> tuple[bool, str]:
+    if pod is None:
+        return False, "no head pod yet"
+    phase = pod.get("status", {}).get("phase", "Unknown")
+    ip = pod.get("status", {}).get("podIP")
+    if phase != "Running":
+        return False, f"head pod {pod['metadata']['name']} is {phase}"
+    if not ip:
+        return False, f"head pod {pod['metadata']['name']} has no IP yet"
+    return True, ip
+
+
+def head_pods(namespace: str, kubectl: Kubectl) -> dict[str, dict[str, Any]]:
+    """Each RayCluster's head pod (by the ray.io/cluster label KubeRay puts on it)."""
+    pods = kubectl.get_json(["get", "pods", "--namespace", namespace, "-l", HEAD_SELECTOR]).get("items", [])
+    heads: dict[str, dict[str, Any]] = {}
+    for pod in pods:
+        cluster = pod["metadata"].get("labels", {}).get("ray.io/cluster")
+        if cluster and pod.get("metadata", {}).get("deletionTimestamp") is None:
+            # A replaced head leaves its predecessor terminating; prefer the Running one.
+            if cluster not in heads or _head_state(pod)[0]:
+                heads[cluster] = pod
+    return heads
+
+
+def wait_for_heads(
+    namespace: str,
+    kubectl: Kubectl,
+    prefix: str | None = None,
+    timeout_s: float = 600.0,
+    poll_s: float = 2.0,
+    progress: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Wait until every RayCluster of ours (names starting with ``prefix``) has a Running head with an IP."""
+    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
+    names = [name for name in names if prefix is None or name.startswith(prefix)]
+    if not names:
+        which = f" starting with {prefix!r}" if prefix else ""
+        raise DiscoveryError(f"no RayCluster of ours{which} in namespace {namespace}")
+    deadline = time.monotonic() + timeout_s
+    last_report = ""
+    while True:
+        heads = head_pods(namespace, kubectl)
+        states = {name: _head_state(heads.get(name)) for name in names}
+        waiting = {name: why for name, (ready, why) in states.items() if not ready}
+        if not waiting:
+            return {name: heads[name] for name in names}
+        report = "; ".join(f"{name}: {why}" for name, why in sorted(waiting.items()))
+        if time.monotonic() >= deadline:
+            raise DiscoveryError(f"not ready after {timeout_s:g} s: {report}")
+        if report != last_report:
+            progress(f"waiting for {len(waiting)} of {len(names)} cluster(s): {report}")
+            last_report = report
+        time.sleep(poll_s)
+
+
+def pod_addresses(heads: dict[str, dict[str, Any]]) -> list[ClusterAddress]:
+    """``http://HEAD_IP:8265`` for each cluster, in name order."""
+    return [ClusterAddress(name, f"http://{heads[name]['status']['podIP']}:{DASHBOARD_PORT}") for name in sorted(heads)]
+
+
+@dataclass
+class PortForwards:
+    """``kubectl port-forward`` processes we started, one process group each."""
+
+    addresses: list[ClusterAddress]
+    processes: list[Popen[str]] = field(default_factory=list)
+
+    def alive(self) -> bool:
+        return all(process.poll() is None for process in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            end_process_group(process.pid, grace_s=3, reap=process.poll)
+            process.wait()
+
+
+def port_forward(names: list[str], namespace: str, kubectl: Kubectl, timeout_s: float = 30.0) -> PortForwards:
+    """Forward a free local port to each cluster's dashboard through its head service."""
+    forwards = PortForwards([])
+    try:
+        for name in sorted(names):
+            process = kubectl.popen(
+                ["port-forward", "--namespace", namespace, f"svc/{name}-head-svc", f":{DASHBOARD_PORT}"]
+            )
+            forwards.processes.append(process)
+            assert process.stdout is not None
+            deadline = time.monotonic() + timeout_s
+            port = None
+            seen = []
+            while port is None and time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if not line:
+                    break
+                seen.append(line.strip())
+                if match := _FORWARDING.search(line):
+                    port = match["port"]
+            if port is None:
+                raise KubectlError(f"kubectl port-forward to {name} failed: {' '.join(seen) or 'no output'}")
+            forwards.addresses.append(ClusterAddress(name, f"http://127.0.0.1:{port}"))
+    except BaseException:
+        forwards.stop()
+        raise
+    return forwards
+
+
+def given_addresses(addresses: list[str], names: list[str]) -> list[ClusterAddress]:
+    """Addresses typed by the user (dashboard URLs or HOST:PORT), named in order or after themselves."""
+    if names and len(names) != len(addresses):
+        raise DiscoveryError(f"{len(names)} --cluster_name for {len(addresses)} --address; give one per address")
+    clusters = []
+    for index, text in enumerate(addresses):
+        url = dashboard_url(text)
+        if url is None:
+            raise DiscoveryError(f"--address {text!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)")
+        clusters.append(ClusterAddress(names[index] if names else None, url))
+    return clusters
+
+
+def running_local_head() -> ClusterAddress:
+    """The Ray cluster this machine's ``ray start`` runs (as ``ray.init(address='auto')`` finds it)."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+        url = ray._private.worker.get_dashboard_url()
+    except (ConnectionError, RuntimeError) as error:
+        raise DiscoveryError(f"no running Ray cluster found on this machine ({error}); pass --address") from None
+    finally:
+        ray.shutdown()
+    if not url:
+        raise DiscoveryError("the running Ray cluster has no dashboard (started with --include-dashboard false?)")
+    return ClusterAddress("local", url if url.startswith("http") else f"http://{url}")

@@ -1,0 +1,95 @@
+"""The grok_*.sh scripts: write ~/.ray_address for KubeRay clusters (kubectl) or other Ray clusters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ray_workflow import address_file
+from ray_workflow import local_cluster as lc
+from ray_workflow.discovery import (
+    DiscoveryError,
+    given_addresses,
+    pod_addresses,
+    port_forward,
+    running_local_head,
+    wait_for_heads,
+)
+from ray_workflow.kubectl import Kubectl, KubectlError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sources = parser.add_subparsers(dest="source", required=True)
+    kube = sources.add_parser("kubectl", help="our KubeRay clusters in a namespace")
+    kube.add_argument("--namespace", default="default")
+    kube.add_argument("--name", help="only clusters whose names start with this")
+    kube.add_argument("--timeout_s", type=float, default=600.0, help="wait this long for head pods to run")
+    kube.add_argument("--kubectl_context")
+    kube.add_argument(
+        "--port_forward",
+        action="store_true",
+        help="forward local ports to each dashboard (for use outside the cluster network)",
+    )
+    ray_source = sources.add_parser("ray", help="Ray clusters not on Kubernetes")
+    for source in (kube, ray_source):
+        source.add_argument("--output", type=Path, default=address_file.DEFAULT_PATH, help="address file to write")
+    ray_source.add_argument("--address", action="append", default=[], help="HOST:PORT or http://HOST:PORT")
+    ray_source.add_argument("--cluster_name", action="append", default=[], help="a name per --address")
+    ray_source.add_argument(
+        "--state_dir", type=Path, default=lc.DEFAULT_STATE_DIR, help="where local_clusters.py records its clusters"
+    )
+    return parser
+
+
+def _kubectl(args: argparse.Namespace) -> int:
+    kubectl = Kubectl(args.kubectl_context)
+    heads = wait_for_heads(
+        args.namespace, kubectl, args.name, args.timeout_s, progress=lambda line: print(line, file=sys.stderr)
+    )
+    if not args.port_forward:
+        clusters = pod_addresses(heads)
+        address_file.write(clusters, args.output)
+        print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
+        return 0
+    forwards = port_forward(list(heads), args.namespace, kubectl)
+    try:
+        address_file.write(forwards.addresses, args.output)
+        for cluster in forwards.addresses:
+            print(f"{cluster.name}: {cluster.dashboard_url}")
+        print(f"wrote {len(forwards.addresses)} forwarded address(es) to {args.output}; Ctrl-C stops forwarding")
+        while forwards.alive():
+            time.sleep(0.5)
+        print("error: a kubectl port-forward exited; the addresses no longer work", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        forwards.stop()
+
+
+def _ray(args: argparse.Namespace) -> int:
+    if args.address:
+        clusters = given_addresses(args.address, args.cluster_name)
+    elif recorded := [c for c in lc.load_all(args.state_dir) if lc.is_running(c)]:
+        clusters = [address_file.ClusterAddress(c.name, c.dashboard_url) for c in recorded]
+    else:
+        clusters = [running_local_head()]
+    address_file.write(clusters, args.output)
+    print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _kubectl(args) if args.source == "kubectl" else _ray(args)
+    except (DiscoveryError, KubectlError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""launch.py, the KubeRay templates and address discovery.
+
+The RayCluster CRD is KubeRay's real v1.7.0 one. No Kubernetes API server can run on these
+machines, so kubectl calls go to a stand-in kubectl (tests/standin/kubectl_standin.py) that
+records its arguments and stdin and answers like real kubectl; one test uses the real
+kubectl binary against an unreachable server to show its own error reaching the user.
+"""
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import PROJECT_ROOT
+
+from ray_workflow import address_file, crd_schema
+from ray_workflow import kuberay_manifest as km
+from ray_workflow.discovery_cli import main as discovery_main
+from ray_workflow.launch_cli import PINNED_RAY_VERSION
+from ray_workflow.launch_cli import main as launch_main
+
+CRD = PROJECT_ROOT.parent / "shared" / "kuberay" / "ray.io_rayclusters.yaml"
+OURS = {km.MANAGED_BY_LABEL: km.MANAGED_BY_VALUE}
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return crd_schema.validator_from_file(CRD)
+
+
+class StandInKubectl:
+    """The stand-in's state file and call log, and helpers to shape the pretend cluster."""
+
+    def __init__(self, root: Path) -> None:
+        self.state_path, self.log_path = root / "state.json", root / "calls.jsonl"
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        wrapper = self.bin / "kubectl"
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {PROJECT_ROOT}/tests/standin/kubectl_standin.py "$@"\n')
+        wrapper.chmod(0o755)
+        self.state = {"rayclusters": {}, "pods": []}
+        self.save()
+        self.log_path.write_text("")
+
+    def save(self) -> None:
+        self.state_path.write_text(json.dumps(self.state))
+
+    def load(self) -> dict:
+        self.state = json.loads(self.state_path.read_text())
+        return self.state
+
+    def calls(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    def add_cluster(self, name, namespace="ns", labels=OURS) -> None:
+        manifest = {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayCluster",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {},
+        }
+        self.state["rayclusters"][f"{namespace}/{name}"] = {"manifest": manifest, "uid": f"u-{name}", "generation": 1}
+        self.save()
+
+    def add_head_pod(self, cluster, ip, namespace="ns", pending_polls=0) -> None:
+        self.state["pods"].append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{cluster}-head-x7k2p",
+                    "namespace": namespace,
+                    "labels": {"ray.io/cluster": cluster, "ray.io/node-type": "head", **OURS},
+                },
+                "spec": {"containers": [{"name": "ray-head"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+                "standin": {"pending_polls": pending_polls},
+            }
+        )
+        self.save()
+
+
+@pytest.fixture
+def kubectl(tmp_path, monkeypatch):
+    standin = StandInKubectl(tmp_path)
+    monkeypatch.setenv("PATH", f"{standin.bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STANDIN_KUBECTL_STATE", str(standin.state_path))
+    monkeypatch.setenv("STANDIN_KUBECTL_LOG", str(standin.log_path))
+    return standin
+
+
+def spec(**changes):
+    fields = dict(
+        name="tuner",
+        namespace="ns",
+        image="nvcr.io/isaac-lab:2.0",
+        ray_version=PINNED_RAY_VERSION,
+        head_cpus=8,
+        head_ram_gb=32,
+        worker_groups=(km.WorkerGroup(1, 4, 1, 8, 32, "nvidia-l4"),),
+    )
+    fields.update(changes)
+    return km.ClusterSpec(**fields)
+
+
+GROUP_SETS = [
+    (km.WorkerGroup(0, 4, 1, 8, 32, "nvidia-l4"),),
+    (km.WorkerGroup(2, 2, 2, 16, 64, "nvidia-tesla-a100"), km.WorkerGroup(0, 8, 0, 4, 8, None)),
+    (km.WorkerGroup(0, 0, 0, 0.5, 1.5, None),),
+]
+
+
+@pytest.mark.parametrize(
+    ("host", "groups", "extras"),
+    list(
+        itertools.product(
+            ["google_cloud", "local"],
+            GROUP_SETS,
+            [{}, {"service_account_name": "ray-sa", "storage_uri": "gs://bucket/ray"}],
+        )
+    ),
+)
+def test_every_template_renders_manifests_that_pass_the_crd_schema(validator, host, groups, extras):
+    manifest = km.render(host, spec(worker_groups=groups, **extras))
+    assert crd_schema.errors(validator, manifest) == []
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
+    assert manifest["spec"]["rayVersion"] == PINNED_RAY_VERSION
+
+
+def worker_pods(manifest):
+    return [group["template"]["spec"] for group in manifest["spec"]["workerGroupSpecs"]]
+
+
+def test_gpu_workers_get_gpu_limits_tolerations_and_gke_selectors_only_where_they_belong():
+    groups = GROUP_SETS[1]
+    gke = km.render("google_cloud", spec(worker_groups=groups))
+    local = km.render("local", spec(worker_groups=groups))
+    gpu_pod, cpu_pod = worker_pods(gke)
+    assert gpu_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu_pod["tolerations"]
+    assert gpu_pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in cpu_pod and "nodeSelector" not in cpu_pod
+    assert all("nodeSelector" not in pod for pod in worker_pods(local))
+    assert "tolerations" in worker_pods(local)[0]
+
+
+def test_autoscaling_honours_min_and_max_workers():
+    manifest = km.render("google_cloud", spec(worker_groups=GROUP_SETS[1]))
+    assert manifest["spec"]["enableInTreeAutoscaling"] is True
+    assert [(g["minReplicas"], g["replicas"], g["maxReplicas"]) for g in manifest["spec"]["workerGroupSpecs"]] == [
+        (2, 2, 2),
+        (0, 0, 8),
+    ]
+
+
+@pytest.mark.parametrize("host", ["google_cloud", "local"])
+def test_pods_have_shared_memory_for_the_object_store_graphics_capabilities_and_our_labels(host):
+    manifest = km.render(host, spec(storage_uri="s3://b/p"))
+    head = manifest["spec"]["headGroupSpec"]
+    pods = [head["template"]["spec"], *worker_pods(manifest)]
+    starts = [head["rayStartParams"], *(g["rayStartParams"] for g in manifest["spec"]["workerGroupSpecs"])]
+    for pod, start in zip(pods, starts, strict=True):
+        (shm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert int(shm["emptyDir"]["sizeLimit"].removesuffix("Mi")) * 2**20 >= int(start["object-store-memory"])
+        container = pod["containers"][0]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert "graphics" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+        assert env["ISAACLAB_RAY_STORAGE_URI"] == "s3://b/p"
+    assert manifest["metadata"]["labels"] == OURS
+    assert head["template"]["metadata"]["labels"] == OURS
+
+
+def test_dashboard_stays_inside_the_cluster_and_nothing_outside_the_manifest_is_referenced():
+    manifest = km.render("google_cloud", spec())
+    assert manifest["spec"]["headGroupSpec"]["serviceType"] == "ClusterIP"
+    text = yaml.safe_dump(manifest)
+    for reference in (
+        "configMap",
+        "secret",
+        "persistentVolumeClaim",
+        "LoadBalancer",
+        "serviceAccountName",
+        "imagePullSecrets",
+    ):
+        assert reference not in text
+    with_account = km.render("google_cloud", spec(service_account_name="ray-sa"))
+    assert with_account["spec"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "ray-sa"
+
+
+@pytest.mark.parametrize(
+    ("manifest_change", "message"),
+    [
+        (
+            lambda m: m["spec"]["workerGroupSpecs"][0].__setitem__("maxReplicas", "four"),
+            "spec.workerGroupSpecs.0.maxReplicas: 'four' is not of type 'integer'",
+        ),
+        (
+            lambda m: m["spec"]["headGroupSpec"].__setitem__("rayStartParam", {}),
+            "Additional properties are not allowed ('rayStartParam' was unexpected)",
+        ),
+        (lambda m: m["spec"].pop("headGroupSpec"), "'headGroupSpec' is a required property"),
+        (lambda m: m["spec"]["workerGroupSpecs"][0].__setitem__("replicas", 2**31), "is greater than the maximum"),
+    ],
+)
+def test_schema_check_catches_broken_manifests(validator, manifest_change, message):
+    manifest = km.render("local", spec())
+    manifest_change(manifest)
+    assert any(message in error for error in crd_schema.errors(validator, manifest))
+
+
+def launch(*args):
+    return launch_main(["--crd", str(CRD), *args])
+
+
+def test_launch_applies_every_cluster_with_one_kubectl_apply(kubectl, capsys):
+    code = launch(
+        "--cluster_host",
+        "google_cloud",
+        "--namespace",
+        "ns",
+        "--image",
+        "img:1",
+        "--min_workers",
+        "4",
+        "--max_workers",
+        "16",
+        "--num_clusters",
+        "3",
+        "--kubectl_context",
+        "gke-prod",
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (call,) = kubectl.calls()
+    assert call["argv"] == ["--context", "gke-prod", "apply", "--namespace", "ns", "-f", "-"]
+    applied = list(yaml.safe_load_all(call["stdin"]))
+    assert [m["metadata"]["name"] for m in applied] == [f"isaac-lab-hyperparameter-tuner-{i}" for i in (1, 2, 3)]
+    assert all(m["spec"]["workerGroupSpecs"][0]["minReplicas"] == 4 for m in applied)
+    assert "raycluster.ray.io/isaac-lab-hyperparameter-tuner-3 created" in out
+
+
+def test_launching_the_same_name_again_reconfigures_and_another_name_adds(kubectl, capsys):
+    assert launch("--namespace", "ns", "--image", "img:1", "--name", "tuner") == 0
+    assert launch("--namespace", "ns", "--image", "img:2", "--name", "tuner", "--max_workers", "8") == 0
+    assert launch("--namespace", "ns", "--image", "img:1", "--name", "tuner-cnn", "--gpu_per_worker", "2") == 0
+    out = capsys.readouterr().out
+    assert "raycluster.ray.io/tuner configured" in out and "raycluster.ray.io/tuner-cnn created" in out
+    clusters = kubectl.load()["rayclusters"]
+    assert sorted(clusters) == ["ns/tuner", "ns/tuner-cnn"]
+    assert clusters["ns/tuner"]["manifest"]["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 8
+
+
+def test_several_worker_groups_from_flag_lists(kubectl):
+    assert (
+        launch(
+            "--namespace",
+            "ns",
+            "--image",
+            "img",
+            "--min_workers",
+            "0",
+            "--max_workers",
+            "4",
+            "2",
+            "--gpu_per_worker",
+            "1",
+            "0",
+            "--worker_accelerator",
+            "nvidia-l4",
+            "none",
+        )
+        == 0
+    )
+    (manifest,) = yaml.safe_load_all(kubectl.calls()[0]["stdin"])
+    groups = manifest["spec"]["workerGroupSpecs"]
+    assert [(g["groupName"], g["maxReplicas"]) for g in groups] == [("nvidia-l4-group-0", 4), ("cpu-group-1", 2)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min_workers", "5", "--max_workers", "2"], "--min_workers 5 is greater than --max_workers 2"),
+        (["--name", "Tuner_1"], "--name 'Tuner_1' is not a valid Kubernetes name"),
+        (["--name", "a" * 52, "--num_clusters", "12"], "once suffixed"),
+        (
+            ["--cluster_host", "azure"],
+            "--cluster_host 'azure': no kuberay.yaml.jinja there; choose one of google_cloud, local",
+        ),
+        (["--max_workers", "1", "2", "3", "--min_workers", "0", "1"], "--min_workers has 2 values"),
+        (["--ray_version", "latest"], "--ray_version 'latest'"),
+        (["--namespace", "My NS"], "--namespace 'My NS' is not a valid Kubernetes namespace"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_before_kubectl_runs(kubectl, capsys, args, message):
+    assert launch("--image", "img", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert kubectl.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--cpu_per_worker", "-1"), ("--ram_gb_per_worker", "lots"), ("--gpu_per_worker", "0.5")]
+)
+def test_negative_or_non_numeric_resources_are_refused_by_the_flag_parser(kubectl, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        launch("--image", "img", flag, value)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+    assert kubectl.calls() == []
+
+
+def test_image_is_required_unless_dry_run(kubectl, capsys):
+    assert launch() == 2
+    assert "--image is required" in capsys.readouterr().err
+    assert launch("--dry_run", "--num_clusters", "2") == 0
+    captured = capsys.readouterr()
+    assert len(list(yaml.safe_load_all(captured.out))) == 2
+    assert "nothing applied" in captured.err
+    assert kubectl.calls() == []
+
+
+def test_undefined_template_variable_and_schema_failures_are_refused(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / km.TEMPLATE_NAME).write_text("apiVersion: ray.io/v1\nmetadata: {name: {{ cluster_nam }}}\n")
+    with pytest.raises(km.ManifestError, match="template variable undefined: 'cluster_nam' is undefined"):
+        km.render("broken", spec(), configs_dir=tmp_path)
+
+
+def test_a_manifest_failing_the_schema_is_never_applied(kubectl, capsys, monkeypatch):
+    original = km.template_context
+
+    def with_bad_version(cluster_spec):
+        context = original(cluster_spec)
+        context["worker_groups"][0]["max_workers"] = "many"
+        return context
+
+    monkeypatch.setattr(km, "template_context", with_bad_version)
+    assert launch("--image", "img", "--num_clusters", "2") == 2
+    assert "manifest fails the RayCluster schema at spec.workerGroupSpecs.0.maxReplicas" in capsys.readouterr().err
+    assert kubectl.calls() == []
+
+
+def test_without_crd_file_the_live_crd_is_used_else_the_bundled_one(kubectl, capsys):
+    kubectl.state["crd_file"] = str(CRD)
+    kubectl.save()
+    assert launch_main(["--image", "img", "--namespace", "ns"]) == 0
+    assert [c["argv"][:2] for c in kubectl.calls()] == [["get", "crd"], ["apply", "--namespace"]]
+    assert "validated against the cluster's rayclusters.ray.io CRD" in capsys.readouterr().out
+    kubectl.state["crd_file"] = None
+    kubectl.save()
+    assert launch_main(["--image", "img", "--namespace", "ns"]) == 0
+    captured = capsys.readouterr()
+    assert 'rayclusters.ray.io" not found' in captured.err and "bundled" in captured.out
+
+
+def test_kubectl_failure_shows_kubectls_own_message(kubectl, capsys):
+    kubectl.state["apply_error"] = (
+        'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me" cannot create'
+    )
+    kubectl.save()
+    assert launch("--image", "img", "--namespace", "ns") == 2
+    assert 'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me"' in capsys.readouterr().err
+
+
+def test_missing_kubectl_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert launch("--image", "img") == 2
+    assert "kubectl not found on PATH" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("kubectl", path="/usr/bin:/usr/local/bin") is None, reason="no real kubectl here")
+def test_real_kubectl_error_reaches_the_user(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "me"}}],
+                "users": [{"name": "me", "user": {"token": "x"}}],
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setenv("PATH", f"/usr/local/bin:/usr/bin:{os.environ['PATH']}")
+    assert launch("--image", "img", "--namespace", "ns") == 2
+    err = capsys.readouterr().err
+    assert "kubectl apply --namespace ns failed" in err and "127.0.0.1:1" in err
+
+
+def test_down_deletes_only_our_clusters_with_the_prefix(kubectl, capsys):
+    for name in ("tuner-1", "tuner-2", "other-1"):
+        kubectl.add_cluster(name)
+    kubectl.add_cluster("tuner-theirs", labels={"team": "someone-else"})
+    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    assert "deleted RayCluster tuner-1, tuner-2" in capsys.readouterr().out
+    delete = kubectl.calls()[-1]["argv"]
+    assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner-1", "tuner-2"]
+    assert sorted(kubectl.load()["rayclusters"]) == ["ns/other-1", "ns/tuner-theirs"]
+    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    assert "no RayCluster of ours starting with 'tuner'" in capsys.readouterr().out
+
+
+def grok(*args):
+    return discovery_main(["kubectl", *args])
+
+
+def test_discovery_waits_for_head_pods_and_writes_clusters_in_name_order(kubectl, tmp_path, capsys):
+    for name, ip, pending in (("tuner-2", "10.8.0.12", 2), ("tuner-1", "10.8.0.11", 0)):
+        kubectl.add_cluster(name)
+        kubectl.add_head_pod(name, ip, pending_polls=pending)
+    kubectl.add_cluster("theirs", labels={})
+    kubectl.add_head_pod("theirs", "10.9.9.9")
+    output = tmp_path / "ray_address"
+    assert grok("--namespace", "ns", "--output", str(output), "--timeout_s", "30") == 0
+    assert output.read_text() == (
+        "# Cluster: tuner-1\nhttp://10.8.0.11:8265\n# Cluster: tuner-2\nhttp://10.8.0.12:8265\n"
+    )
+    assert "waiting for 1 of 2 cluster(s): tuner-2: head pod tuner-2-head-x7k2p is Pending" in capsys.readouterr().err
+    gets = [c["argv"] for c in kubectl.calls() if c["argv"][:2] == ["get", "pods"]]
+    assert gets[0] == ["get", "pods", "--namespace", "ns", "-l", "ray.io/node-type=head", "-o", "json"]
+    assert len(gets) == 3
+
+
+def test_discovery_names_the_cluster_that_never_becomes_ready_and_writes_nothing(kubectl, tmp_path, capsys):
+    kubectl.add_cluster("tuner-1")
+    kubectl.add_head_pod("tuner-1", "10.8.0.11")
+    kubectl.add_cluster("tuner-2")
+    output = tmp_path / "ray_address"
+    output.write_text("# Cluster: keep\nhttp://1.2.3.4:8265\n")
+    assert grok("--namespace", "ns", "--output", str(output), "--timeout_s", "1") == 1
+    assert "not ready after 1 s: tuner-2: no head pod yet" in capsys.readouterr().err
+    assert output.read_text() == "# Cluster: keep\nhttp://1.2.3.4:8265\n"
+
+
+def test_discovery_with_no_clusters_of_ours_says_so(kubectl, capsys):
+    assert grok("--namespace", "ns", "--name", "tuner") == 1
+    assert "no RayCluster of ours starting with 'tuner' in namespace ns" in capsys.readouterr().err
+
+
+def test_port_forward_mode_writes_local_addresses_and_ends_its_forwards(kubectl, tmp_path):
+    for name in ("tuner-1", "tuner-2"):
+        kubectl.add_cluster(name)
+        kubectl.add_head_pod(name, "10.8.0.1")
+    output = tmp_path / "ray_address"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [
+            str(PROJECT_ROOT / "grok_cluster_address_with_kubectl.sh"),
+            "--namespace",
+            "ns",
+            "--port_forward",
+            "--output",
+            str(output),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    for line in process.stdout:
+        if "Ctrl-C stops forwarding" in line:
+            break
+    clusters = address_file.read(output)
+    assert [c.name for c in clusters] == ["tuner-1", "tuner-2"]
+    assert all(c.dashboard_url.startswith("http://127.0.0.1:") for c in clusters)
+    forwards = [c["argv"] for c in kubectl.calls() if c["argv"][0] == "port-forward"]
+    assert forwards == [
+        ["port-forward", "--namespace", "ns", f"svc/{n}-head-svc", ":8265"] for n in ("tuner-1", "tuner-2")
+    ]
+    os.killpg(process.pid, 2)
+    assert process.wait(timeout=20) == 0
+    time.sleep(0.5)
+    survivors = subprocess.run(["pgrep", "-f", str(kubectl.state_path.parent)], capture_output=True, text=True)
+    assert survivors.stdout == ""
+
+
+def test_grok_ray_address_writes_given_heads(tmp_path):
+    output = tmp_path / "ray_address"
+    result = subprocess.run(
+        [
+            str(PROJECT_ROOT / "grok_ray_address.sh"),
+            "--address",
+            "10.0.0.5:6379",
+            "--cluster_name",
+            "lab-box",
+            "--address",
+            "http://10.0.0.6:8265",
+            "--cluster_name",
+            "desk",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert address_file.read(output) == [
+        address_file.ClusterAddress("lab-box", "http://10.0.0.5:8265"),
+        address_file.ClusterAddress("desk", "http://10.0.0.6:8265"),
+    ]
+
+
+def test_dockerfile_installs_the_pinned_ray_with_isaac_sims_python():
+    import re
+
+    dockerfile = (PROJECT_ROOT / "cluster_configs" / "Dockerfile").read_text()
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^ARG ISAACLAB_BASE_IMAGE=isaac-lab-base:\S+$", dockerfile, flags=re.M)
+    assert "FROM ${ISAACLAB_BASE_IMAGE}" in dockerfile
+    pins = re.findall(r'"([\w\-\[\],]+==[\w.]+)"', dockerfile)
+    assert f"ray[default,tune]=={PINNED_RAY_VERSION}" in pins
+    for pin in pins:
+        assert f'"{pin}"' in pyproject, f"the image's {pin} differs from the project's pin"
+    assert "ENV ISAACLAB_PYTHON=/workspace/isaaclab/_isaac_sim/python.sh" in dockerfile
+    assert "> /usr/local/bin/ray" in dockerfile and "-m ray.scripts.scripts" in dockerfile
+    assert "wget" in dockerfile, "KubeRay's probes call wget"
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics" in dockerfile
+    assert "/usr/local/nvidia/bin" in dockerfile, "GKE mounts nvidia-smi there"
