@@ -9,6 +9,7 @@ with no GPU and no Isaac Sim.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class TrainerSettings:
     max_iterations: int = 200
     log_dir: Path = Path("logs/cartpole")
     torch_threads: int = 1
+    device: str = "cpu"
     agent: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AGENT))
 
 
@@ -89,6 +91,7 @@ def parse_args(argv: list[str]) -> TrainerSettings:
     parser.add_argument("--max_iterations", type=int, default=200, help="PPO iterations (rollout + update)")
     parser.add_argument("--log_dir", type=Path, default=Path("logs/cartpole"), help="TensorBoard directory")
     parser.add_argument("--torch_threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto")
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides, e.g. agent.learning_rate=3e-4")
     args = parser.parse_args(argv)
     if args.num_envs < 1 or args.max_iterations < 1:
@@ -103,6 +106,7 @@ def parse_args(argv: list[str]) -> TrainerSettings:
         max_iterations=args.max_iterations,
         log_dir=args.log_dir,
         torch_threads=args.torch_threads,
+        device=args.device,
         agent=agent,
     )
 
@@ -118,9 +122,11 @@ def train(settings: TrainerSettings) -> float:
     log_dir = settings.log_dir.resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"[INFO] Logging experiment in directory: {log_dir}", flush=True)
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
+    print(f"[INFO] Training on {settings.device} (CUDA_VISIBLE_DEVICES={devices})", flush=True)
 
     env = make_vec_env("CartPole-v1", n_envs=settings.num_envs, seed=settings.seed)
-    model = PPO("MlpPolicy", env, seed=settings.seed, device="cpu", verbose=0, **settings.agent)
+    model = PPO("MlpPolicy", env, seed=settings.seed, device=settings.device, verbose=0, **settings.agent)
     steps_per_iteration = settings.agent["n_steps"] * settings.num_envs
     writer = SummaryWriter(log_dir=str(log_dir))
     mean_return = float("nan")

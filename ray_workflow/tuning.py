@@ -172,6 +172,11 @@ class ProgressPrinter(tune.Callback):
         self._line(trials, trial, "ERROR (see the table at the end)")
 
 
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Tune's default spells out every hyperparameter)."""
+    return f"trial_{trial.trial_id}"
+
+
 def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
     """Run the sweep on the cluster at ``settings.ray_address`` and write its report."""
     settings.validate()
@@ -195,6 +200,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
             search_alg=search_alg,
             scheduler=build_scheduler(sweep, settings),
             max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -203,6 +209,9 @@ def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            # The trainer's output and TensorBoard files live in the trial's working directory,
+            # which Ray deletes with its session: copy them to the storage path.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
         ),
     )
     results = tuner.fit()

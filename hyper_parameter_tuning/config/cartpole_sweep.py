@@ -19,6 +19,8 @@ from ray_workflow.training_command import TrainingJob  # noqa: E402
 
 # A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).
 MAX_ITERATIONS = int(os.environ.get("CARTPOLE_MAX_ITERATIONS", "300"))
+# Where the policy trains: cpu (fastest for CartPole's small network) or cuda, to share a GPU between trials.
+DEVICE = os.environ.get("CARTPOLE_DEVICE", "cpu")
 
 SWEEP = Sweep(
     name="cartpole_ppo",
@@ -30,6 +32,8 @@ SWEEP = Sweep(
             "8",
             "--max_iterations",
             str(MAX_ITERATIONS),
+            "--device",
+            DEVICE,
         ),
         override_style="hydra",
         log_dir_flag="--log_dir",
