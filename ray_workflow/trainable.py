@@ -32,15 +32,30 @@ class CommandTrainable(tune.Trainable):
         self.job = job
         self.metric = metric
         self.trial_timeout_s = trial_timeout_s
+        self._start(config)
+
+    def _start(self, config: dict[str, Any]) -> None:
         trial_dir = Path(self.logdir)
-        self.log_dir = trial_dir / "tensorboard" if job.log_dir_flag else None
+        self.log_dir = trial_dir / "tensorboard" if self.job.log_dir_flag else None
         self.process = TrainingProcess(
-            job.argv(config, self.log_dir), trial_dir / "training_output.log", cwd=job.cwd, env=job.env
+            self.job.argv(config, self.log_dir), trial_dir / "training_output.log", cwd=self.job.cwd, env=self.job.env
         )
         self.reader: ScalarReader | None = ScalarReader(self.log_dir) if self.log_dir else None
         self.queue: list[dict[str, Any]] = []
         self.last_result: dict[str, Any] | None = None
         self.last_progress = time.monotonic()
+        self.outputs_persisted = False
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Run the next trial in this same actor (``reuse_actors``): saves starting a Ray worker per trial.
+
+        Tune calls this when it hands the actor a new trial; the previous trial's trainer may
+        still run if the scheduler stopped it early, so its group is ended first. Tune has
+        already pointed ``logdir`` at the new trial's directory.
+        """
+        self.process.stop()
+        self._start(new_config)
+        return True
 
     def _reader(self) -> ScalarReader | None:
         if self.reader is None and (announced := self.process.reported_log_dir) is not None:
@@ -67,6 +82,7 @@ class CommandTrainable(tune.Trainable):
                 return self._finish(exit_code)
             if time.monotonic() - self.last_progress > self.trial_timeout_s:
                 self.process.stop()
+                self._persist_outputs()
                 raise TrainingFailed(
                     f"no new '{self.metric}' for {self.trial_timeout_s:g} s; training process group "
                     f"{self.process.pgid} killed. Last output:\n{self.process.tail()}"
@@ -76,6 +92,7 @@ class CommandTrainable(tune.Trainable):
         return self.last_result
 
     def _finish(self, exit_code: int) -> dict[str, Any]:
+        self._persist_outputs()
         if exit_code != 0:
             raise TrainingFailed(
                 f"training command exited with code {exit_code}: {' '.join(self.process.argv)}\n"
@@ -88,5 +105,16 @@ class CommandTrainable(tune.Trainable):
             )
         return {**self.last_result, TRAINING_FINISHED: True, tune.result.DONE: True}
 
+    def _persist_outputs(self) -> None:
+        """Copy the trainer's output and event files to the storage path, once the trainer has ended.
+
+        Tune copies a trial's working directory only every few minutes, and Ray deletes it
+        with the session; the trainer's last lines and files must not be lost with it.
+        """
+        if self._storage is not None and not self.outputs_persisted:
+            self._storage.persist_artifacts(force=True)
+            self.outputs_persisted = True
+
     def cleanup(self) -> None:
         self.process.stop()
+        self._persist_outputs()

@@ -165,7 +165,8 @@ class ProgressPrinter(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
         last = trial.last_result or {}
-        self._line(trials, trial, f"ended at iteration {last.get('training_iteration', 0)}")
+        iterations = last["iteration"] + 1 if "iteration" in last else last.get("training_iteration", 0)
+        self._line(trials, trial, f"ended after {iterations} iterations")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
@@ -177,8 +178,11 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
-    """Run the sweep on the cluster at ``settings.ray_address`` and write its report."""
+def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callback] | None = None) -> SweepReport:
+    """Run the sweep on the cluster at ``settings.ray_address`` and write its report.
+
+    ``callbacks`` join the progress printer (benchmarks use them to time results).
+    """
     settings.validate()
     param_space, search_alg = build_search(sweep, settings)
     storage_path = resolve_storage(settings.storage_path)
@@ -201,11 +205,13 @@ def run_sweep(sweep: Sweep, settings: TunerSettings) -> SweepReport:
             scheduler=build_scheduler(sweep, settings),
             max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
             trial_dirname_creator=trial_dirname,
+            # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
-            callbacks=[ProgressPrinter(sweep, settings.num_samples)],
+            callbacks=[ProgressPrinter(sweep, settings.num_samples), *(callbacks or [])],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),

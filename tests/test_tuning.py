@@ -93,6 +93,8 @@ def test_crashing_trial_is_an_error_with_exit_code_and_output_tail_while_others_
     assert "exited with code 3" in crashed.error
     error_file = next(tmp_path.rglob("error.txt"))
     assert "CUDA error: an illegal memory access" in error_file.read_text()
+    trainer_log = tmp_path / "exp" / f"trial_{crashed.trial_id}" / "training_output.log"
+    assert "CUDA error: an illegal memory access" in trainer_log.read_text(), "the trainer's output reaches storage"
     assert report.best is trials[-1]
     assert wait_until_gone(str(tmp_path)) == []
 
