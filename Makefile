@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet '.[trainer,dev]'
+	$(PY) -m pip install --quiet '.[trainer,tracking,dev]'
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -19,7 +20,8 @@ from ray_workflow import local_cluster  # noqa: E402
 
 @contextlib.contextmanager
 def local_clusters(count: int, num_cpus: int, prefix: str = "bench") -> Iterator[list[local_cluster.LocalCluster]]:
-    """Fresh clusters on their own ports, stopped afterwards whatever happens."""
+    """Fresh clusters on their own ports, stopped afterwards whatever happens (SIGTERM included)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     state_dir = Path(tempfile.mkdtemp(prefix="bench_state_"))
     clusters = local_cluster.start_many(count, prefix, num_cpus=num_cpus, state_dir=state_dir, progress=False)
     try:

@@ -49,6 +49,8 @@ class TrainerSettings:
     log_dir: Path = Path("logs/cartpole")
     torch_threads: int = 1
     device: str = "cpu"
+    checkpoint_interval: int = 0
+    checkpoint: Path | None = None
     agent: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_AGENT))
 
 
@@ -92,10 +94,21 @@ def parse_args(argv: list[str]) -> TrainerSettings:
     parser.add_argument("--log_dir", type=Path, default=Path("logs/cartpole"), help="TensorBoard directory")
     parser.add_argument("--torch_threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto")
+    parser.add_argument(
+        "--checkpoint_interval",
+        type=int,
+        default=0,
+        help="save a checkpoint every K iterations (and always at the end); 0: only at the end",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="resume from this checkpoint (as Isaac Lab's --checkpoint)")
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides, e.g. agent.learning_rate=3e-4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand between flags, as Hydra allows
     if args.num_envs < 1 or args.max_iterations < 1:
         parser.error("--num_envs and --max_iterations must be at least 1")
+    if args.checkpoint_interval < 0:
+        parser.error(f"--checkpoint_interval {args.checkpoint_interval}: must not be negative")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no such file")
     try:
         agent = apply_overrides(DEFAULT_AGENT, args.overrides)
     except OverrideError as error:
@@ -107,8 +120,25 @@ def parse_args(argv: list[str]) -> TrainerSettings:
         log_dir=args.log_dir,
         torch_threads=args.torch_threads,
         device=args.device,
+        checkpoint_interval=args.checkpoint_interval,
+        checkpoint=args.checkpoint,
         agent=agent,
     )
+
+
+CHECKPOINT_PATTERN = "checkpoint_*.zip"
+
+
+def checkpoint_path(log_dir: Path, iterations_done: int) -> Path:
+    return log_dir / f"checkpoint_{iterations_done:06d}.zip"
+
+
+def iterations_in(checkpoint: Path) -> int:
+    """Iterations already trained in a checkpoint, from its name (checkpoint_000040.zip: 40)."""
+    try:
+        return int(checkpoint.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{checkpoint}: not a checkpoint of this trainer (expected {CHECKPOINT_PATTERN})") from None
 
 
 def train(settings: TrainerSettings) -> float:
@@ -126,15 +156,40 @@ def train(settings: TrainerSettings) -> float:
     print(f"[INFO] Training on {settings.device} (CUDA_VISIBLE_DEVICES={devices})", flush=True)
 
     env = make_vec_env("CartPole-v1", n_envs=settings.num_envs, seed=settings.seed)
-    model = PPO("MlpPolicy", env, seed=settings.seed, device=settings.device, verbose=0, **settings.agent)
+    first_iteration = 0
+    if settings.checkpoint is not None:
+        first_iteration = iterations_in(settings.checkpoint)
+        # The overrides given now win over the checkpoint's (population-based training perturbs them).
+        model = PPO.load(settings.checkpoint, env=env, device=settings.device, **settings.agent)
+        print(
+            f"[INFO] Resuming from checkpoint {settings.checkpoint} after {first_iteration} iterations "
+            f"({model.num_timesteps} env steps)",
+            flush=True,
+        )
+    else:
+        model = PPO("MlpPolicy", env, seed=settings.seed, device=settings.device, verbose=0, **settings.agent)
     steps_per_iteration = settings.agent["n_steps"] * settings.num_envs
     writer = SummaryWriter(log_dir=str(log_dir))
     mean_return = float("nan")
+
+    def save(iterations_done: int) -> None:
+        # Written under a temporary name and renamed, so a reader never finds half a checkpoint.
+        final = checkpoint_path(log_dir, iterations_done)
+        partial = final.with_name(f".{final.stem}.partial.zip")
+        model.save(partial)
+        os.replace(partial, final)
+
     try:
-        for iteration in range(settings.max_iterations):
+        for iteration in range(first_iteration, settings.max_iterations):
             started = time.perf_counter()
             model.learn(total_timesteps=steps_per_iteration, reset_num_timesteps=False)
             elapsed = time.perf_counter() - started
+            done = iteration + 1
+            # The checkpoint comes before the iteration's scalars: whoever sees them can rely on it.
+            if done == settings.max_iterations or (
+                settings.checkpoint_interval and done % settings.checkpoint_interval == 0
+            ):
+                save(done)
             episodes = list(model.ep_info_buffer)
             writer.add_scalar(ENV_STEPS_TAG, model.num_timesteps, iteration)
             writer.add_scalar(FPS_TAG, steps_per_iteration / elapsed, iteration)
@@ -144,7 +199,7 @@ def train(settings: TrainerSettings) -> float:
                 writer.add_scalar(MEAN_RETURN_TAG, mean_return, iteration)
             writer.flush()
             print(
-                f"iteration {iteration + 1}/{settings.max_iterations}  steps {model.num_timesteps}"
+                f"iteration {done}/{settings.max_iterations}  steps {model.num_timesteps}"
                 f"  mean return {mean_return:.1f}",
                 flush=True,
             )

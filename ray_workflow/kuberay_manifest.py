@@ -8,7 +8,7 @@ never an empty string in a manifest.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class ClusterSpec:
     worker_groups: tuple[WorkerGroup, ...]
     service_account_name: str | None = None
     storage_uri: str | None = None
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
 
 def available_hosts() -> list[str]:
@@ -112,7 +111,7 @@ def check_spec(spec: ClusterSpec) -> None:
 
 def template_context(spec: ClusterSpec) -> dict[str, Any]:
     """What the templates see: names, resources in Kubernetes units, sizes derived from RAM."""
-    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, **spec.extra_labels}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 
     def memory(ram_gb: float) -> dict[str, Any]:
         # Ray's object store takes 30 % of a pod's memory; /dev/shm must hold it, and Isaac Sim needs room too.

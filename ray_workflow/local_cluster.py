@@ -50,7 +50,8 @@ class LocalClusterError(RuntimeError):
 
 @dataclass
 class LocalCluster:
-    """A running head node we started; saved as JSON so that another command can stop it."""
+    """A running node we started (a head, or a worker joined to ``head_address``); saved as JSON
+    so that another command can stop it."""
 
     name: str
     base_port: int
@@ -58,6 +59,7 @@ class LocalCluster:
     pgid: int
     num_cpus: int | None
     num_gpus: int | None
+    head_address: str | None = None
 
     def port(self, service: str) -> int:
         return self.base_port + SERVICE_PORTS.index(service)
@@ -101,25 +103,32 @@ def _ray_executable() -> str:
 
 
 def start_command(cluster: LocalCluster) -> list[str]:
+    role = (
+        [
+            "--head",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--include-dashboard",
+            "true",
+            "--port",
+            str(cluster.port("gcs")),
+            "--dashboard-port",
+            str(cluster.port("dashboard")),
+            "--ray-client-server-port",
+            str(cluster.port("client_server")),
+        ]
+        if cluster.head_address is None
+        else ["--address", cluster.head_address]
+    )
     command = [
         _ray_executable(),
         "start",
-        "--head",
+        *role,
         "--disable-usage-stats",
         "--node-ip-address",
         "127.0.0.1",
-        "--dashboard-host",
-        "127.0.0.1",
-        "--include-dashboard",
-        "true",
         "--temp-dir",
         cluster.temp_dir,
-        "--port",
-        str(cluster.port("gcs")),
-        "--dashboard-port",
-        str(cluster.port("dashboard")),
-        "--ray-client-server-port",
-        str(cluster.port("client_server")),
         "--dashboard-agent-listen-port",
         str(cluster.port("dashboard_agent_listen")),
         "--dashboard-agent-grpc-port",
@@ -186,8 +195,13 @@ def start(
     cuda_visible_devices: str | None = None,
     state_dir: Path = DEFAULT_STATE_DIR,
     timeout_s: float = 60.0,
+    head_address: str | None = None,
 ) -> LocalCluster:
-    """Start one head-only cluster named ``name`` and wait until it accepts jobs."""
+    """Start a head node named ``name`` and wait until it accepts jobs.
+
+    With ``head_address``, start a worker node joined to that head instead (a second
+    "machine" of a cluster, for tests of node loss).
+    """
     if _state_path(state_dir, name).exists():
         raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; stop it first")
     if base_port is None:
@@ -199,7 +213,9 @@ def start(
         )
     # Ray's socket paths must stay short, so temp dirs live directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
-    cluster = LocalCluster(name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus)
+    cluster = LocalCluster(
+        name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus, head_address=head_address
+    )
     process = subprocess.Popen(
         start_command(cluster),
         env=start_environment(cluster, cuda_visible_devices),
@@ -216,6 +232,8 @@ def start(
         last = output.decode(errors="replace").strip().splitlines()[-5:]
         raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
     atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
+    if head_address is not None:
+        return cluster
     try:
         wait_for_dashboard(cluster.dashboard_url, timeout_s)
     except LocalClusterError:

@@ -25,6 +25,7 @@ from ray_workflow import PROJECT_ROOT
 from ray_workflow.address_file import ClusterAddress
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+STATUS_POLL_S = 0.25
 UPLOAD_EXCLUDES = [".venv/", ".git/", "results/", "logs/", "**/__pycache__/"]
 
 
@@ -138,18 +139,34 @@ class MultiClusterSubmitter:
         if not self.options.wait:
             run.status = client.get_job_status(run.job_id).value
             return
+        asyncio.run(self._follow(client, run))
+        run.ended = time.monotonic()
+        if run.status != JobStatus.SUCCEEDED:
+            run.error = (client.get_job_info(run.job_id).message or "").strip() or None
+
+    async def _follow(self, client: JobSubmissionClient, run: JobRun) -> None:
+        """Stream the job's logs until its status is final, then print what the stream had not yet.
+
+        Ray's log stream ends a second or two after the job; polling the status is what
+        tells us the job is over, so the next queued job starts without that delay.
+        """
+        assert run.job_id is not None
+        printed = 0
 
         async def stream() -> None:
+            nonlocal printed
             async for chunk in client.tail_job_logs(run.job_id):
                 self._print(run.cluster_name, chunk.rstrip("\n"))
+                printed += len(chunk)
 
-        asyncio.run(stream())
-        while (status := client.get_job_status(run.job_id)) not in TERMINAL:
-            time.sleep(0.2)
+        streaming = asyncio.create_task(stream())
+        while (status := await asyncio.to_thread(client.get_job_status, run.job_id)) not in TERMINAL:
+            await asyncio.sleep(STATUS_POLL_S)
+        streaming.cancel()
+        rest = (await asyncio.to_thread(client.get_job_logs, run.job_id))[printed:]
+        if rest.strip():
+            self._print(run.cluster_name, rest.rstrip("\n"))
         run.status = status.value
-        run.ended = time.monotonic()
-        if status != JobStatus.SUCCEEDED:
-            run.error = (client.get_job_info(run.job_id).message or "").strip() or None
 
     def _cluster_worker(self, cluster: ClusterAddress, first: list[str], shared: queue.Queue[str]) -> None:
         try:

@@ -19,7 +19,11 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
         parser.add_argument("--cfg_name", default="SWEEP", help="name of the Sweep in the config file")
     parser.add_argument("--num_samples", type=int, help="trials to run (grid: repeats of the grid)")
     parser.add_argument("--searcher", choices=SEARCHERS, help="how to pick hyperparameters (default optuna)")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, help="asha stops poor trials early (default asha)")
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="asha stops poor trials early (default); pbt evolves hyperparameters during training",
+    )
     parser.add_argument("--cpus_per_trial", type=float, help=f"default {defaults.cpus_per_trial:g}")
     parser.add_argument("--gpus_per_trial", type=float, help="fractions share a GPU, e.g. 0.25 (default 0)")
     parser.add_argument("--max_concurrent_trials", type=int, help="default: as many as resources allow")
@@ -28,17 +32,32 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
     parser.add_argument("--ray_address", help="'auto' (default), 'local' to start Ray here, or an address")
     parser.add_argument("--trial_timeout_s", type=float, help="kill a trial that writes no metric for this long")
     parser.add_argument("--seed", type=int, help="seed of the searcher")
+    parser.add_argument(
+        "--max_failures", type=int, help="retries of a failed trial, from its last checkpoint (default 2)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", default=None, help="continue the interrupted sweep --name under --storage_path"
+    )
+    parser.add_argument(
+        "--retry_errored", action="store_true", default=None, help="with --resume: rerun errored trials"
+    )
+    parser.add_argument(
+        "--mlflow_uri", help="log every trial to MLflow, e.g. sqlite:///mlflow.db or http://mlflow:5000"
+    )
     return parser
 
 
 def settings_from(args: argparse.Namespace, sweep: Sweep) -> TunerSettings:
     """Defaults, then the sweep's own defaults, then the flags given."""
-    names = {f.name for f in fields(TunerSettings)} - {"extra"}
+    names = {f.name for f in fields(TunerSettings)}
     unknown = set(sweep.defaults) - names
     if unknown:
         raise SweepConfigError(f"Sweep {sweep.name!r}: unknown defaults {sorted(unknown)}; valid: {sorted(names)}")
     values = dict(sweep.defaults)
-    values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    values.update(given)
+    if values.get("scheduler") == "pbt" and "searcher" not in given:
+        values["searcher"] = "random"  # PBT mutates hyperparameters itself; Optuna cannot follow it
     return TunerSettings(**values)
 
 
@@ -66,4 +85,5 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
         print(f"{errors} of {len(report.trials)} trials failed; their errors are in the table and results.csv")
     print(f"Results: {report.csv_path}")
     print(f"Learning curves: {report.plot_path}")
+    print(f"Every trial side by side: tensorboard --logdir {report.directory}")
     return 0 if report.best is not None else 1

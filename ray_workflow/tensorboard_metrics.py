@@ -25,24 +25,31 @@ class MetricRow:
     values: dict[str, float] = field(default_factory=dict)
 
 
+def event_files(log_dir: Path) -> frozenset[Path]:
+    """The event files under ``log_dir`` now."""
+    return frozenset(log_dir.rglob(EVENT_FILE_GLOB)) if log_dir.is_dir() else frozenset()
+
+
 class ScalarReader:
     """Follows every event file under a log directory and groups new scalars by step.
 
     ``min_mtime`` ignores event files last written before a time (older runs that share
-    an Isaac Lab log root).
+    an Isaac Lab log root); ``ignore`` names files that belong to an earlier process
+    (a trainer restarted from a checkpoint in the same directory).
     """
 
-    def __init__(self, log_dir: Path | str, min_mtime: float = 0.0) -> None:
+    def __init__(self, log_dir: Path | str, min_mtime: float = 0.0, ignore: frozenset[Path] = frozenset()) -> None:
         self.log_dir = Path(log_dir)
         self.min_mtime = min_mtime
+        self.ignore = ignore
         self._loaders: dict[Path, EventFileLoader] = {}
         self._pending: dict[int, MetricRow] = {}
 
     def _discover(self) -> None:
         if not self.log_dir.is_dir():
             return
-        for path in self.log_dir.rglob(EVENT_FILE_GLOB):
-            if path in self._loaders:
+        for path in event_files(self.log_dir):
+            if path in self._loaders or path in self.ignore:
                 continue
             try:
                 if os.stat(path).st_mtime < self.min_mtime:

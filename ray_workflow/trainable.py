@@ -3,22 +3,29 @@
 One Tune result per training iteration, read incrementally from the trainer's event files,
 so schedulers such as ASHA act on training progress. The trainer's process group is ended
 whenever Tune lets go of the trial: finished, stopped early, errored or timed out.
+
+Checkpoints are the trainer's own files: ``save_checkpoint`` hands Tune the newest one and
+``load_checkpoint`` restarts the trainer from it, which is how retries after a lost node,
+resumed sweeps and population-based training continue instead of starting over.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from ray_workflow.tensorboard_metrics import ScalarReader
+from ray_workflow.tensorboard_metrics import ScalarReader, event_files
 from ray_workflow.training_command import TrainingJob, TrainingProcess
 
 POLL_INTERVAL_S = 0.05
 # Set in the last result of a trial whose trainer ran to the end (not stopped by the scheduler).
 TRAINING_FINISHED = "training_finished"
+CHECKPOINT_INDEX = "trainer_checkpoint.json"
 
 
 class TrainingFailed(RuntimeError):
@@ -26,39 +33,51 @@ class TrainingFailed(RuntimeError):
 
 
 class CommandTrainable(tune.Trainable):
-    """Runs ``job`` with the trial's hyperparameters as overrides; each ``step`` is one iteration."""
+    """Runs ``job`` with the trial's hyperparameters as overrides; each ``step`` is one iteration.
+
+    The trainer starts at the first ``step``, not in ``setup``: Tune may first hand the
+    trial a checkpoint (retry, resume, PBT exploit), and an Isaac Sim start is too costly
+    to throw away.
+    """
 
     def setup(self, config: dict[str, Any], job: TrainingJob, metric: str, trial_timeout_s: float) -> None:
         self.job = job
         self.metric = metric
         self.trial_timeout_s = trial_timeout_s
-        self._start(config)
+        self._prepare(config)
 
-    def _start(self, config: dict[str, Any]) -> None:
-        trial_dir = Path(self.logdir)
-        self.log_dir = trial_dir / "tensorboard" if self.job.log_dir_flag else None
-        self.process = TrainingProcess(
-            self.job.argv(config, self.log_dir), trial_dir / "training_output.log", cwd=self.job.cwd, env=self.job.env
-        )
-        self.reader: ScalarReader | None = ScalarReader(self.log_dir) if self.log_dir else None
+    def _prepare(self, config: dict[str, Any]) -> None:
+        self.trial_config = config
+        self.process: TrainingProcess | None = None
+        self.resume_from: Path | None = None
+        self.reader: ScalarReader | None = None
         self.queue: list[dict[str, Any]] = []
         self.last_result: dict[str, Any] | None = None
-        self.last_progress = time.monotonic()
         self.outputs_persisted = False
 
-    def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Run the next trial in this same actor (``reuse_actors``): saves starting a Ray worker per trial.
+    @property
+    def trainer_log_dir(self) -> Path | None:
+        """The trainer's log directory: set by us up front, or as the trainer announced it."""
+        if self.job.log_dir_flag:
+            return Path(self.logdir) / "tensorboard"
+        return self.process.reported_log_dir if self.process is not None else None
 
-        Tune calls this when it hands the actor a new trial; the previous trial's trainer may
-        still run if the scheduler stopped it early, so its group is ended first. Tune has
-        already pointed ``logdir`` at the new trial's directory.
-        """
-        self.process.stop()
-        self._start(new_config)
-        return True
+    def _start(self) -> TrainingProcess:
+        log_dir = Path(self.logdir) / "tensorboard" if self.job.log_dir_flag else None
+        earlier_files = event_files(log_dir) if log_dir else frozenset()
+        self.process = TrainingProcess(
+            self.job.argv(self.trial_config, log_dir, self.resume_from),
+            Path(self.logdir) / "training_output.log",
+            cwd=self.job.cwd,
+            env=self.job.env,
+        )
+        if log_dir is not None:
+            self.reader = ScalarReader(log_dir, ignore=earlier_files)
+        self.last_progress = time.monotonic()
+        return self.process
 
     def _reader(self) -> ScalarReader | None:
-        if self.reader is None and (announced := self.process.reported_log_dir) is not None:
+        if self.reader is None and self.process is not None and (announced := self.process.reported_log_dir):
             # Isaac Lab log roots hold earlier runs too: only files written by this trainer count.
             self.reader = ScalarReader(announced, min_mtime=self.process.started_at - 1)
         return self.reader
@@ -73,25 +92,27 @@ class CommandTrainable(tune.Trainable):
                 self.last_progress = time.monotonic()
 
     def step(self) -> dict[str, Any]:
+        process = self.process or self._start()
         while not self.queue:
-            exit_code = self.process.poll()
+            exit_code = process.poll()
             self._collect(final=exit_code is not None)
             if self.queue:
                 break
             if exit_code is not None:
                 return self._finish(exit_code)
             if time.monotonic() - self.last_progress > self.trial_timeout_s:
-                self.process.stop()
+                process.stop()
                 self._persist_outputs()
                 raise TrainingFailed(
                     f"no new '{self.metric}' for {self.trial_timeout_s:g} s; training process group "
-                    f"{self.process.pgid} killed. Last output:\n{self.process.tail()}"
+                    f"{process.pgid} killed. Last output:\n{process.tail()}"
                 )
             time.sleep(POLL_INTERVAL_S)
         self.last_result = self.queue.pop(0)
         return self.last_result
 
     def _finish(self, exit_code: int) -> dict[str, Any]:
+        assert self.process is not None
         self._persist_outputs()
         if exit_code != 0:
             raise TrainingFailed(
@@ -105,6 +126,49 @@ class CommandTrainable(tune.Trainable):
             )
         return {**self.last_result, TRAINING_FINISHED: True, tune.result.DONE: True}
 
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Copy the trainer's newest checkpoint into Tune's checkpoint folder."""
+        newest = self._newest_trainer_checkpoint()
+        # The last result goes along: a trial restored at its last iteration has nothing left
+        # to train, and finishes with this result.
+        index = {"file": newest.name if newest else None, "last_result": self.last_result}
+        if newest is not None:
+            shutil.copy2(newest, Path(checkpoint_dir) / newest.name)
+        (Path(checkpoint_dir) / CHECKPOINT_INDEX).write_text(json.dumps(index))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """Restart the trainer from the checkpoint (kept in the trial folder: Tune may delete its copy)."""
+        index = json.loads((Path(checkpoint_dir) / CHECKPOINT_INDEX).read_text())
+        if self.process is not None:
+            self.process.stop()
+        self._prepare(self.trial_config)
+        self.last_result = index["last_result"]
+        if index["file"] is None:
+            return
+        kept = Path(self.logdir) / "resume" / index["file"]
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(checkpoint_dir) / index["file"], kept)
+        self.resume_from = kept
+
+    def _newest_trainer_checkpoint(self) -> Path | None:
+        log_dir = self.trainer_log_dir
+        if self.job.checkpoints is None or log_dir is None or not log_dir.is_dir():
+            return None
+        found = [path for path in log_dir.glob(self.job.checkpoints.pattern) if path.is_file()]
+        return max(found, key=lambda path: (path.stat().st_mtime, path.name)) if found else None
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Run the next trial in this same actor (``reuse_actors``): saves starting a Ray worker per trial.
+
+        Tune calls this when it hands the actor a new trial (or, with PBT, new hyperparameters
+        before a checkpoint); the previous trainer may still run if the scheduler stopped it
+        early, so its group is ended first. Tune has already pointed ``logdir`` at the trial.
+        """
+        if self.process is not None:
+            self.process.stop()
+        self._prepare(new_config)
+        return True
+
     def _persist_outputs(self) -> None:
         """Copy the trainer's output and event files to the storage path, once the trainer has ended.
 
@@ -116,5 +180,6 @@ class CommandTrainable(tune.Trainable):
             self.outputs_persisted = True
 
     def cleanup(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
         self._persist_outputs()

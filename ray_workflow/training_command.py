@@ -32,6 +32,26 @@ RUN_NAME_PATTERN = re.compile(r"Exact experiment name requested from command lin
 
 
 @dataclass(frozen=True)
+class TrainerCheckpoints:
+    """Where a trainer leaves its checkpoints and how it is told to resume from one.
+
+    ``pattern`` is a glob under the trainer's log directory (``checkpoint_*.zip`` for the
+    embedded trainer, ``nn/*.pth`` for rl_games, ``model_*.pt`` for rsl_rl); ``interval``
+    is how many iterations lie between two checkpoints, passed with ``interval_args``
+    (``{interval}`` is replaced); ``resume_flag`` takes the checkpoint's path.
+    """
+
+    pattern: str
+    interval: int
+    interval_args: tuple[str, ...] = ()
+    resume_flag: str = "--checkpoint"
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"TrainerCheckpoints.interval {self.interval}: must be at least 1")
+
+
+@dataclass(frozen=True)
 class TrainingJob:
     """How to start one trial of a training script.
 
@@ -46,6 +66,7 @@ class TrainingJob:
     log_dir_flag: str | None = "--log_dir"
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    checkpoints: TrainerCheckpoints | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -53,12 +74,18 @@ class TrainingJob:
         if self.override_style not in ("hydra", "flags"):
             raise ValueError(f"TrainingJob.override_style {self.override_style!r}: use 'hydra' or 'flags'")
 
-    def argv(self, hyperparameters: Mapping[str, Any], log_dir: Path | None) -> list[str]:
-        """The full command line for one trial."""
+    def argv(
+        self, hyperparameters: Mapping[str, Any], log_dir: Path | None, resume_from: Path | None = None
+    ) -> list[str]:
+        """The full command line for one trial, resuming from a checkpoint if one is given."""
         substitutions = {"python": sys.executable, "project_root": str(PROJECT_ROOT)}
         argv = [part.format(**substitutions) for part in self.command]
         if self.log_dir_flag and log_dir is not None:
             argv += [self.log_dir_flag, str(log_dir)]
+        if self.checkpoints is not None:
+            argv += [part.format(interval=self.checkpoints.interval) for part in self.checkpoints.interval_args]
+            if resume_from is not None:
+                argv += [self.checkpoints.resume_flag, str(resume_from)]
         return argv + render_arguments(hyperparameters, self.override_style)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
@@ -24,7 +24,7 @@ from ray_workflow.sweep import Sweep, SweepConfigError
 from ray_workflow.trainable import CommandTrainable
 
 SEARCHERS = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "fifo", "pbt")
 # Not shipped to the cluster with the code: environments, results, logs.
 WORKING_DIR_EXCLUDES = [".venv/", ".git/", "results/", "logs/", "**/__pycache__/", "*.png"]
 
@@ -44,7 +44,10 @@ class TunerSettings:
     ray_address: str = "auto"
     trial_timeout_s: float = 900.0
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    max_failures: int = 2
+    resume: bool = False
+    retry_errored: bool = False
+    mlflow_uri: str | None = None
 
     def validate(self) -> None:
         if self.searcher not in SEARCHERS:
@@ -61,6 +64,14 @@ class TunerSettings:
             raise SweepConfigError(f"--max_concurrent_trials {self.max_concurrent_trials}: must be at least 1")
         if self.trial_timeout_s <= 0:
             raise SweepConfigError(f"--trial_timeout_s {self.trial_timeout_s}: must be positive")
+        if self.max_failures < 0:
+            raise SweepConfigError(f"--max_failures {self.max_failures}: must not be negative")
+        if self.scheduler == "pbt" and self.searcher == "optuna":
+            raise SweepConfigError("--scheduler pbt picks hyperparameters itself; use --searcher random or grid")
+        if self.retry_errored and not self.resume:
+            raise SweepConfigError("--retry_errored only applies with --resume")
+        if self.resume and not self.name:
+            raise SweepConfigError("--resume needs --name, the experiment folder under --storage_path to continue")
 
 
 def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +109,19 @@ def build_search(sweep: Sweep, settings: TunerSettings) -> tuple[dict[str, Any],
 def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
     if settings.scheduler == "fifo":
         return FIFOScheduler()
+    if settings.scheduler == "pbt":
+        if sweep.job.checkpoints is None:
+            raise SweepConfigError(
+                f"--scheduler pbt: sweep {sweep.name!r} has no trainer checkpoints (TrainingJob.checkpoints), "
+                "and PBT continues trials from each other's checkpoints"
+            )
+        mutations = {key: value for key, value in sweep.search_space.items() if isinstance(value, Domain)}
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=sweep.job.checkpoints.interval,
+            hyperparam_mutations=mutations,
+            quantile_fraction=0.25,
+        )
     return ASHAScheduler(
         time_attr="training_iteration",
         max_t=sweep.max_iterations,
@@ -128,6 +152,21 @@ def connect(address: str) -> None:
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Tune's default spells out every hyperparameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def tracking_callbacks(settings: TunerSettings, name: str) -> list[tune.Callback]:
+    if not settings.mlflow_uri:
+        return []
+    try:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+    except ImportError as error:
+        raise SweepConfigError(f"--mlflow_uri needs MLflow installed ({error})") from None
+    return [MLflowLoggerCallback(tracking_uri=settings.mlflow_uri, experiment_name=name, save_artifact=False)]
 
 
 class ProgressPrinter(tune.Callback):
@@ -173,20 +212,17 @@ class ProgressPrinter(tune.Callback):
         self._line(trials, trial, "ERROR (see the table at the end)")
 
 
-def trial_dirname(trial: Any) -> str:
-    """Short trial folders (Tune's default spells out every hyperparameter)."""
-    return f"trial_{trial.trial_id}"
-
-
 def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callback] | None = None) -> SweepReport:
-    """Run the sweep on the cluster at ``settings.ray_address`` and write its report.
+    """Run (or, with ``settings.resume``, continue) the sweep and write its report.
 
     ``callbacks`` join the progress printer (benchmarks use them to time results).
     """
     settings.validate()
     param_space, search_alg = build_search(sweep, settings)
+    scheduler = build_scheduler(sweep, settings)
     storage_path = resolve_storage(settings.storage_path)
     name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    experiment = f"{storage_path.rstrip('/')}/{name}"
     connect(settings.ray_address)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -194,32 +230,55 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=sweep.metric,
-            mode=sweep.mode,
-            num_samples=settings.num_samples,
-            search_alg=search_alg,
-            scheduler=build_scheduler(sweep, settings),
-            max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
-            trial_dirname_creator=trial_dirname,
-            # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            callbacks=[ProgressPrinter(sweep, settings.num_samples), *(callbacks or [])],
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-            # The trainer's output and TensorBoard files live in the trial's working directory,
-            # which Ray deletes with its session: copy them to the storage path.
-            sync_config=tune.SyncConfig(sync_artifacts=True),
-        ),
-    )
+    if settings.resume:
+        if not tune.Tuner.can_restore(experiment):
+            raise SweepConfigError(f"--resume: no sweep to continue at {experiment}")
+        print(f"Resuming {experiment}: finished trials are kept, unfinished ones continue from their checkpoints")
+        tuner = tune.Tuner.restore(
+            experiment,
+            trainable,
+            param_space=param_space,
+            resume_unfinished=True,
+            resume_errored=settings.retry_errored,
+            restart_errored=False,
+        )
+    else:
+        checkpoints = sweep.job.checkpoints
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric,
+                mode=sweep.mode,
+                num_samples=settings.num_samples,
+                search_alg=search_alg,
+                scheduler=scheduler,
+                max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
+                trial_dirname_creator=trial_dirname,
+                # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                callbacks=[
+                    ProgressPrinter(sweep, settings.num_samples),
+                    *tracking_callbacks(settings, name),
+                    *(callbacks or []),
+                ],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                checkpoint_config=tune.CheckpointConfig(
+                    checkpoint_frequency=checkpoints.interval if checkpoints else 0,
+                    # PBT restores trials from others' checkpoints, which must not be deleted too early.
+                    num_to_keep=(4 if settings.scheduler == "pbt" else 2) if checkpoints else None,
+                    checkpoint_at_end=False,
+                ),
+                # The trainer's output and TensorBoard files live in the trial's working directory,
+                # which Ray deletes with its session: copy them to the storage path.
+                sync_config=tune.SyncConfig(sync_artifacts=True),
+            ),
+        )
     results = tuner.fit()
-    report_dir = Path(storage_path) / name if "://" not in storage_path else Path("results") / name
+    report_dir = Path(experiment) if "://" not in storage_path else Path("results") / name
     return write_report(results, sweep, report_dir)

@@ -70,3 +70,46 @@ def test_training_writes_one_row_of_scalars_per_iteration_and_announces_its_log_
     assert [row.values["Train/env_steps"] for row in rows] == [256, 512, 768, 1024]
     assert all(row.values[MEAN_RETURN_TAG] > 0 for row in rows[1:])
     assert (log_dir / "model.zip").is_file()
+
+
+def test_checkpoints_every_k_iterations_and_resume_continues_the_count_and_the_curve(tmp_path):
+    first = tmp_path / "first"
+    common = [sys.executable, TRAINER, "--num_envs", "2", "agent.n_steps=32"]
+    run = subprocess.run(
+        [*common, "--log_dir", str(first), "--max_iterations", "6", "--checkpoint_interval", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in first.glob("checkpoint_*.zip")) == ["checkpoint_000003.zip", "checkpoint_000006.zip"]
+    resumed = tmp_path / "resumed"
+    run = subprocess.run(
+        [
+            *common,
+            "--log_dir",
+            str(resumed),
+            "--max_iterations",
+            "6",
+            "--checkpoint",
+            str(first / "checkpoint_000003.zip"),
+            "agent.learning_rate=0.002",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Resuming from checkpoint" in run.stdout and "after 3 iterations (192 env steps)" in run.stdout
+    rows = ScalarReader(resumed).poll(final=True)
+    assert [row.step for row in rows] == [3, 4, 5]
+    assert [row.values["Train/env_steps"] for row in rows] == [256, 320, 384]
+
+
+def test_a_missing_checkpoint_is_refused_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, TRAINER, "--log_dir", str(tmp_path), "--checkpoint", "nope.zip"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "--checkpoint nope.zip: no such file" in result.stderr

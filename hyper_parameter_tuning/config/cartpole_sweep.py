@@ -15,7 +15,7 @@ from ray import tune  # noqa: E402
 from ray_workflow.cartpole_trainer import MEAN_RETURN_TAG  # noqa: E402
 from ray_workflow.sweep import Sweep  # noqa: E402
 from ray_workflow.sweep_cli import main  # noqa: E402
-from ray_workflow.training_command import TrainingJob  # noqa: E402
+from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 
 # A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).
 MAX_ITERATIONS = int(os.environ.get("CARTPOLE_MAX_ITERATIONS", "300"))
@@ -37,6 +37,10 @@ SWEEP = Sweep(
         ),
         override_style="hydra",
         log_dir_flag="--log_dir",
+        # A checkpoint every 20 iterations: a retried or resumed trial continues from the last one.
+        checkpoints=TrainerCheckpoints(
+            pattern="checkpoint_*.zip", interval=20, interval_args=("--checkpoint_interval", "{interval}")
+        ),
     ),
     search_space={
         "agent.learning_rate": tune.loguniform(5e-4, 4e-3),

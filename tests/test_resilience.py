@@ -1,0 +1,291 @@
+"""Sweeps that survive: resume after the driver dies, retries after a node is lost, job stop, PBT, MLflow.
+
+Real Ray clusters (a head, and worker nodes joined to it with their own ports and temp dirs),
+real Ray Tune, real CartPole training with the trainer's own checkpoints.
+"""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from ray_workflow import local_cluster as lc
+
+CONFIG = """\
+import dataclasses, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/hyper_parameter_tuning/config")
+from ray import tune
+from cartpole_sweep import SWEEP as CARTPOLE
+from ray_workflow.sweep_cli import main
+from ray_workflow.training_command import TrainerCheckpoints
+
+SWEEP = dataclasses.replace(
+    CARTPOLE,
+    job=dataclasses.replace(
+        CARTPOLE.job,
+        command=(*CARTPOLE.job.command, "--max_iterations", "{iterations}"),
+        checkpoints=TrainerCheckpoints("checkpoint_*.zip", {interval}, ("--checkpoint_interval", "{{interval}}")),
+    ),
+    search_space={{"agent.ent_coef": tune.grid_search({grid})}},
+    max_iterations={iterations},
+    grace_period=1,
+)
+if __name__ == "__main__":
+    sys.exit(main(sweep=SWEEP))
+"""
+
+
+def write_config(tmp_path: Path, iterations: int, interval: int, grid: list[float]) -> Path:
+    path = tmp_path / "sweep_config.py"
+    path.write_text(CONFIG.format(root=str(PROJECT_ROOT), iterations=iterations, interval=interval, grid=grid))
+    return path
+
+
+def sweep_command(config: Path, address: str, storage: Path, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        str(config),
+        "--ray_address",
+        address,
+        "--storage_path",
+        str(storage),
+        "--name",
+        name,
+        "--searcher",
+        "grid",
+        "--scheduler",
+        "fifo",
+        "--num_samples",
+        "1",
+        "--trial_timeout_s",
+        "120",
+        *extra,
+    ]
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def results_by_trial(experiment: Path) -> dict[str, dict]:
+    with open(experiment / "results.csv") as handle:
+        return {row["trial_id"]: row for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("resilience_state")
+    cluster = lc.start("resilience-head", num_cpus=1, state_dir=state_dir)
+    yield cluster, state_dir
+    lc.stop_matching(None, state_dir)
+
+
+def test_killed_driver_resumes_keeping_finished_trials_and_continuing_unfinished_ones(head, tmp_path):
+    cluster, _ = head
+    config = write_config(tmp_path, iterations=40, interval=10, grid=[0.0, 0.001, 0.01])
+    storage, name = tmp_path / "storage", "resumable"
+    experiment = storage / name
+    command = sweep_command(config, cluster.gcs_address, storage, name, "--max_concurrent_trials", "1")
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def one_finished_and_one_checkpointed():
+        finished = [p.parent for p in experiment.glob("trial_*/result.json") if "training_finished" in p.read_text()]
+        checkpointed = [p.parent for p in experiment.glob("trial_*/checkpoint_*") if p.parent not in finished]
+        return (finished, checkpointed) if finished and checkpointed else None
+
+    finished, checkpointed = wait_for(one_finished_and_one_checkpointed, 180, "a finished and a checkpointed trial")
+    finished_results = {trial: (trial / "result.json").read_bytes() for trial in finished}
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert wait_until_gone(name, timeout_s=30) == [], "the dead driver's trainers must end"
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = results_by_trial(experiment)
+    assert len(rows) == 3 and {row["status"] for row in rows.values()} == {"FINISHED"}
+    assert {row["iterations"] for row in rows.values()} == {"40"}
+    for trial, result_bytes in finished_results.items():
+        assert (trial / "result.json").read_bytes() == result_bytes, f"{trial.name} was run again"
+    for trial in checkpointed:
+        assert "Resuming from checkpoint" in (trial / "training_output.log").read_text()
+
+
+def test_trial_on_a_lost_node_is_retried_from_its_checkpoint_and_the_sweep_completes(head, tmp_path):
+    cluster, state_dir = head
+    worker = lc.start("resilience-worker", num_cpus=1, state_dir=state_dir, head_address=cluster.gcs_address)
+    config = write_config(tmp_path, iterations=80, interval=10, grid=[0.0, 0.001])
+    storage, name = tmp_path / "storage", "node_loss"
+    driver = subprocess.Popen(
+        sweep_command(config, cluster.gcs_address, storage, name, "--max_failures", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def trainer_on_worker_with_checkpoint():
+        on_worker = [p for p in processes_mentioning(worker.temp_dir) if "train_cartpole.py" in " ".join(p.cmdline())]
+        if not on_worker:
+            return None
+        log_dir = Path(on_worker[0].cmdline()[on_worker[0].cmdline().index("--log_dir") + 1])
+        trial = log_dir.parent.name
+        return trial if list((storage / name / trial).glob("checkpoint_*")) else None
+
+    trial = wait_for(trainer_on_worker_with_checkpoint, 180, "a trial on the worker node with a checkpoint")
+    import os
+
+    os.killpg(worker.pgid, signal.SIGKILL)
+    lc.stop(worker, state_dir)
+    assert wait_until_gone(worker.temp_dir, timeout_s=30) == [], "no process of the dead node's trial may remain"
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output[-3000:]
+    rows = results_by_trial(storage / name)
+    assert {row["status"] for row in rows.values()} == {"FINISHED"}, rows
+    assert {row["iterations"] for row in rows.values()} == {"80"}
+    log = (storage / name / trial / "training_output.log").read_text()
+    assert "Resuming from checkpoint" in log, log[-2000:]
+
+
+def test_stopping_the_sweeps_ray_job_ends_every_trainer_on_every_node(head, tmp_path):
+    cluster, state_dir = head
+    worker = lc.start("resilience-worker2", num_cpus=1, state_dir=state_dir, head_address=cluster.gcs_address)
+    try:
+        name = f"job_stop_{int(time.time())}"
+        client = JobSubmissionClient(cluster.dashboard_url)
+        job_id = client.submit_job(
+            entrypoint=f"python hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --scheduler fifo "
+            f"--searcher random --storage_path {tmp_path} --name {name}",
+            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": [".venv/", ".git/", "results/"]},
+        )
+        trainers = wait_for(
+            lambda: (
+                [p for p in processes_mentioning(name) if "train_cartpole.py" in p.cmdline()[1]]
+                if len(processes_mentioning(name)) >= 2
+                else None
+            ),
+            180,
+            "two running trainers",
+        )
+        nodes = {cluster.temp_dir if cluster.temp_dir in " ".join(p.cmdline()) else worker.temp_dir for p in trainers}
+        assert nodes == {cluster.temp_dir, worker.temp_dir}, "one trainer on each node"
+        client.stop_job(job_id)
+        wait_for(lambda: client.get_job_status(job_id) == JobStatus.STOPPED, 60, "the job to stop")
+        assert wait_until_gone(name, timeout_s=30) == []
+    finally:
+        lc.stop(worker, state_dir)
+
+
+def test_population_based_training_exploits_by_continuing_from_the_donors_checkpoint(ray_driver, tmp_path):
+    import dataclasses
+
+    from ray import tune
+
+    from ray_workflow.sweep import load_sweep
+    from ray_workflow.training_command import TrainerCheckpoints
+    from ray_workflow.tuning import TunerSettings, run_sweep
+
+    cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
+    sweep = dataclasses.replace(
+        cartpole,
+        job=dataclasses.replace(
+            cartpole.job,
+            command=(*cartpole.job.command, "--max_iterations", "24"),
+            checkpoints=TrainerCheckpoints("checkpoint_*.zip", 4, ("--checkpoint_interval", "{interval}")),
+        ),
+        search_space={"agent.learning_rate": tune.loguniform(1e-4, 5e-3)},
+        max_iterations=24,
+        grace_period=1,
+    )
+    report = run_sweep(
+        sweep,
+        TunerSettings(
+            num_samples=4,
+            searcher="random",
+            scheduler="pbt",
+            seed=3,
+            storage_path=str(tmp_path),
+            name="pbt",
+            ray_address="auto",
+            max_failures=0,
+        ),
+    )
+    assert len(report.trials) == 4 and all(t.status != "ERROR" for t in report.trials), report.table
+    experiment = tmp_path / "pbt"
+    progress = {}
+    for trial_dir in experiment.glob("trial_*"):
+        with open(trial_dir / "progress.csv") as handle:
+            progress[trial_dir.name] = list(csv.DictReader(handle))
+    exploits = []
+    for trial_dir in experiment.glob("trial_*"):
+        for line in (trial_dir / "training_output.log").read_text().splitlines():
+            if "Resuming from checkpoint" in line:
+                iterations = int(line.split(" after ")[1].split()[0])
+                steps = int(line.split("(")[1].split()[0])
+                if iterations < 24:  # an exploit at the last iteration leaves nothing to continue
+                    exploits.append((trial_dir.name, iterations, steps))
+    assert exploits, "PBT made no exploit before the last iteration in this run"
+    for target, iterations, steps in exploits:
+        donors = [
+            name
+            for name, rows in progress.items()
+            if name != target
+            and any(
+                int(row["iteration"]) == iterations - 1 and int(float(row["Train/env_steps"])) == steps for row in rows
+            )
+        ]
+        assert donors, f"{target} resumed at {steps} env steps, which no other trial had after {iterations} iterations"
+        assert any(
+            int(row["iteration"]) == iterations and int(float(row["Train/env_steps"])) == steps + 256
+            for row in progress[target]
+        ), f"{target}'s next iteration does not continue from the donor"
+
+
+def test_mlflow_gets_every_trials_parameters_and_metrics(ray_driver, tmp_path):
+    import dataclasses
+
+    import mlflow
+
+    from ray_workflow.sweep import load_sweep
+    from ray_workflow.tuning import TunerSettings, run_sweep
+
+    cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
+    short = dataclasses.replace(
+        cartpole,
+        job=dataclasses.replace(cartpole.job, command=(*cartpole.job.command, "--max_iterations", "5")),
+        max_iterations=5,
+        grace_period=1,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = run_sweep(
+        short,
+        TunerSettings(
+            num_samples=2,
+            searcher="random",
+            scheduler="fifo",
+            seed=0,
+            storage_path=str(tmp_path / "storage"),
+            name="tracked",
+            ray_address="auto",
+            mlflow_uri=uri,
+        ),
+    )
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tracked"])
+    assert len(runs) == 2
+    assert sorted(float(v) for v in runs["params.agent.learning_rate"]) == sorted(
+        t.hyperparameters["agent.learning_rate"] for t in report.trials
+    )
+    assert runs["metrics.Train/mean_reward"].notna().all()
+    event_dirs = {p.parent.parent.name for p in (tmp_path / "storage" / "tracked").glob("trial_*/tensorboard/events.*")}
+    assert event_dirs == {f"trial_{t.trial_id}" for t in report.trials}, "one TensorBoard folder shows every trial"
