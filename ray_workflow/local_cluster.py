@@ -298,6 +298,16 @@ def visible_gpu_ids() -> list[str]:
     return [line.strip() for line in listing.stdout.splitlines() if line.strip()] if listing.returncode == 0 else []
 
 
+def split_gpus(gpu_ids: list[str], count: int, per_cluster: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` for each of ``count`` clusters, ``per_cluster`` GPUs each, none shared."""
+    if per_cluster < 1 or per_cluster * count > len(gpu_ids):
+        raise LocalClusterError(
+            f"--gpus_per_cluster {per_cluster} x {count} clusters needs {per_cluster * count} GPUs; "
+            f"this machine has {len(gpu_ids)}"
+        )
+    return [",".join(gpu_ids[index * per_cluster : (index + 1) * per_cluster]) for index in range(count)]
+
+
 def start_many(
     count: int,
     prefix: str = "local-ray",
@@ -318,15 +328,7 @@ def start_many(
         raise LocalClusterError(f"number of clusters {count}: must be at least 1")
     device_sets: list[str | None] = [None] * count
     if gpus_per_cluster is not None:
-        gpu_ids = visible_gpu_ids()
-        if gpus_per_cluster < 1 or gpus_per_cluster * count > len(gpu_ids):
-            raise LocalClusterError(
-                f"--gpus_per_cluster {gpus_per_cluster} x {count} clusters needs {gpus_per_cluster * count} GPUs; "
-                f"this machine has {len(gpu_ids)}"
-            )
-        device_sets = [
-            ",".join(gpu_ids[index * gpus_per_cluster : (index + 1) * gpus_per_cluster]) for index in range(count)
-        ]
+        device_sets = list(split_gpus(visible_gpu_ids(), count, gpus_per_cluster))
         num_gpus = gpus_per_cluster
     started: list[LocalCluster] = []
     try:

@@ -118,3 +118,22 @@ def test_cli_run_stops_its_cluster_and_returns_the_commands_exit_code(tmp_path):
     assert result.returncode == 7
     assert "address 127.0.0.1:" in result.stdout and "stopped runner" in result.stdout
     assert lc.load_all(tmp_path) == []
+
+
+def test_gpus_are_split_between_clusters_without_sharing():
+    assert lc.split_gpus(["0", "1", "2", "3"], 2, 2) == ["0,1", "2,3"]
+    assert lc.split_gpus(["4", "7", "5"], 3, 1) == ["4", "7", "5"]
+    with pytest.raises(lc.LocalClusterError, match="needs 6 GPUs; this machine has 4"):
+        lc.split_gpus(["0", "1", "2", "3"], 3, 2)
+
+
+def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
+    cluster = lc.LocalCluster("c", 30000, "/tmp/x", 0, 1, 2)
+    env = lc.start_environment(cluster, cuda_visible_devices="2,3")
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert env["AUTOSCALER_METRIC_PORT"] == "30009" and env["DASHBOARD_METRIC_PORT"] == "30010"
+    assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_ADDRESS" not in env
+    assert env["PATH"].split(":")[0] == str(PROJECT_ROOT / ".venv" / "bin")
+    command = lc.start_command(cluster)
+    ports = [int(command[i + 1]) for i, arg in enumerate(command) if arg.endswith("-port")]
+    assert len(ports) == len(set(ports)) == 11 and all(30000 <= port < 30200 for port in ports)

@@ -168,15 +168,12 @@ def test_stopping_the_sweeps_ray_job_ends_every_trainer_on_every_node(head, tmp_
             f"--searcher random --storage_path {tmp_path} --name {name}",
             runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": [".venv/", ".git/", "results/"]},
         )
-        trainers = wait_for(
-            lambda: (
-                [p for p in processes_mentioning(name) if "train_cartpole.py" in p.cmdline()[1]]
-                if len(processes_mentioning(name)) >= 2
-                else None
-            ),
-            180,
-            "two running trainers",
-        )
+
+        def running_trainers():
+            found = [p for p in processes_mentioning(name) if any("train_cartpole.py" in a for a in p.cmdline())]
+            return found if len(found) >= 2 else None
+
+        trainers = wait_for(running_trainers, 180, "two running trainers")
         nodes = {cluster.temp_dir if cluster.temp_dir in " ".join(p.cmdline()) else worker.temp_dir for p in trainers}
         assert nodes == {cluster.temp_dir, worker.temp_dir}, "one trainer on each node"
         client.stop_job(job_id)

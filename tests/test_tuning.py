@@ -166,3 +166,22 @@ def test_sweep_script_help_lists_the_tuner_flags():
     )
     for flag in ("--num_samples", "--storage_path", "--ray_address", "--gpus_per_trial", "--trial_timeout_s"):
         assert flag in result.stdout
+
+
+def test_isaac_lab_style_trainer_is_followed_through_its_announced_log_dir(ray_driver, tmp_path):
+    logs = tmp_path / "logs" / "rl_games" / "cartpole"
+    job = TrainingJob(
+        command=("{python}", "{project_root}/tests/scripted_trainer.py", "--log_dir", str(logs), "--iterations", "6"),
+        log_dir_flag=None,
+    )
+    sweep = Sweep(
+        name="announced",
+        job=job,
+        search_space={"agent.quality": tune.grid_search([1.0])},
+        metric="score",
+        max_iterations=6,
+        grace_period=1,
+    )
+    report = run_sweep(sweep, settings(tmp_path / "storage"))
+    (trial,) = report.trials
+    assert trial.status == FINISHED and trial.iterations == 6 and trial.best_metric == 6.0
