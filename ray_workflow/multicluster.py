@@ -21,12 +21,11 @@ from typing import TextIO
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import PROJECT_ROOT
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
 from ray_workflow.address_file import ClusterAddress
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 STATUS_POLL_S = 0.25
-UPLOAD_EXCLUDES = [".venv/", ".git/", "results/", "logs/", "**/__pycache__/"]
 
 
 class SubmissionError(ValueError):

@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
     try:
         if sweep is None:
             sweep = load_sweep(args.cfg_file, args.cfg_name)
-        settings = settings_from(args, sweep)
-        settings.validate()
-        report = run_sweep(sweep, settings)
+        report = run_sweep(sweep, settings_from(args, sweep))
     except SweepConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

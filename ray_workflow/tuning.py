@@ -1,7 +1,8 @@
 """Running a sweep with Ray Tune: searcher, scheduler, resources, and the results it leaves.
 
-Searchers and schedulers are Ray Tune's own (Optuna, random, grid; ASHA, FIFO); this
-module only wires them to a ``Sweep`` and to the command-running trainable.
+Searchers and schedulers are Ray Tune's own (Optuna, random, grid; ASHA, FIFO, PBT); this
+module only wires them to a ``Sweep`` and to the command-running trainable, with retries,
+checkpoints, resume and tracking.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
-from ray_workflow import PROJECT_ROOT
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
 from ray_workflow.report import SweepReport, write_report
 from ray_workflow.sweep import Sweep, SweepConfigError
 from ray_workflow.trainable import CommandTrainable
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo", "pbt")
-# Not shipped to the cluster with the code: environments, results, logs.
-WORKING_DIR_EXCLUDES = [".venv/", ".git/", "results/", "logs/", "**/__pycache__/", "*.png"]
 
 
 @dataclass
@@ -144,7 +143,7 @@ def connect(address: str) -> None:
         return
     # A job sent with `ray job submit --working-dir .` already ships this folder to every worker.
     in_job_with_code = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES}
+    runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}
     ray.init(
         address=None if address == "local" else address,
         runtime_env=runtime_env,

@@ -15,6 +15,7 @@ import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from ray_workflow import UPLOAD_EXCLUDES
 from ray_workflow import local_cluster as lc
 
 CONFIG = """\
@@ -166,7 +167,7 @@ def test_stopping_the_sweeps_ray_job_ends_every_trainer_on_every_node(head, tmp_
         job_id = client.submit_job(
             entrypoint=f"python hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --scheduler fifo "
             f"--searcher random --storage_path {tmp_path} --name {name}",
-            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": [".venv/", ".git/", "results/"]},
+            runtime_env={"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES},
         )
 
         def running_trainers():

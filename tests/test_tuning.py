@@ -9,6 +9,7 @@ from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
 from ray import tune
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from ray_workflow import UPLOAD_EXCLUDES
 from ray_workflow.report import ERROR, FINISHED, STOPPED
 from ray_workflow.sweep import Sweep, load_sweep
 from ray_workflow.training_command import TrainingJob
@@ -137,7 +138,7 @@ def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_clus
         f"--scheduler fifo --storage_path {tmp_path} --name job_sweep --cpus_per_trial 0.5",
         runtime_env={
             "working_dir": str(PROJECT_ROOT),
-            "excludes": [".venv/", ".git/", "results/"],
+            "excludes": UPLOAD_EXCLUDES,
             "env_vars": {"CARTPOLE_MAX_ITERATIONS": "5"},
         },
     )
