@@ -102,24 +102,26 @@ def _ray_executable() -> str:
     return str(candidate) if candidate.exists() else "ray"
 
 
+# `ray start` flags that take one of a cluster's ports: the head's own, then every node's.
+HEAD_PORT_FLAGS = {"--port": "gcs", "--dashboard-port": "dashboard", "--ray-client-server-port": "client_server"}
+NODE_PORT_FLAGS = {
+    "--dashboard-agent-listen-port": "dashboard_agent_listen",
+    "--dashboard-agent-grpc-port": "dashboard_agent_grpc",
+    "--runtime-env-agent-port": "runtime_env_agent",
+    "--node-manager-port": "node_manager",
+    "--object-manager-port": "object_manager",
+    "--metrics-export-port": "metrics_export",
+}
+
+
 def start_command(cluster: LocalCluster) -> list[str]:
+    is_head = cluster.head_address is None
     role = (
-        [
-            "--head",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--include-dashboard",
-            "true",
-            "--port",
-            str(cluster.port("gcs")),
-            "--dashboard-port",
-            str(cluster.port("dashboard")),
-            "--ray-client-server-port",
-            str(cluster.port("client_server")),
-        ]
-        if cluster.head_address is None
+        ["--head", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true"]
+        if is_head
         else ["--address", cluster.head_address]
     )
+    port_flags = {**(HEAD_PORT_FLAGS if is_head else {}), **NODE_PORT_FLAGS}
     command = [
         _ray_executable(),
         "start",
@@ -129,18 +131,10 @@ def start_command(cluster: LocalCluster) -> list[str]:
         "127.0.0.1",
         "--temp-dir",
         cluster.temp_dir,
-        "--dashboard-agent-listen-port",
-        str(cluster.port("dashboard_agent_listen")),
-        "--dashboard-agent-grpc-port",
-        str(cluster.port("dashboard_agent_grpc")),
-        "--runtime-env-agent-port",
-        str(cluster.port("runtime_env_agent")),
-        "--node-manager-port",
-        str(cluster.port("node_manager")),
-        "--object-manager-port",
-        str(cluster.port("object_manager")),
-        "--metrics-export-port",
-        str(cluster.port("metrics_export")),
+    ]
+    for flag, service in port_flags.items():
+        command += [flag, str(cluster.port(service))]
+    command += [
         "--min-worker-port",
         str(cluster.base_port + WORKER_PORTS.start),
         "--max-worker-port",
