@@ -3,8 +3,8 @@
 # owns the GPU, then a short CartPole sweep with --gpus_per_trial 0.25, sampling nvidia-smi to
 # show four trials sharing the GPU. Results go to $OUT (default /tmp/gpu_check).
 #   bash benchmarks/gpu_check.sh
-# If .devbundle/site.tar.xz exists (Ray and the trainer's packages unpacked for a bare machine),
-# it is put on PYTHONPATH first.
+# If .devbundle/site.tar.xz exists (Ray and the trainer's packages for a machine without them,
+# built by benchmarks/make_device_bundle.sh), it is unpacked and put on PYTHONPATH first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-/tmp/gpu_check}"
