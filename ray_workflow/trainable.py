@@ -44,11 +44,15 @@ class CommandTrainable(tune.Trainable):
         self.job = job
         self.metric = metric
         self.trial_timeout_s = trial_timeout_s
+        self.process: TrainingProcess | None = None
         self._prepare(config)
 
     def _prepare(self, config: dict[str, Any]) -> None:
+        """Forget the previous trainer (ending its process group if it still runs) and await ``config``'s."""
+        if self.process is not None:
+            self.process.stop()
         self.trial_config = config
-        self.process: TrainingProcess | None = None
+        self.process = None
         self.resume_from: Path | None = None
         self.reader: ScalarReader | None = None
         self.queue: list[dict[str, Any]] = []
@@ -56,14 +60,19 @@ class CommandTrainable(tune.Trainable):
         self.outputs_persisted = False
 
     @property
+    def assigned_log_dir(self) -> Path | None:
+        """The log directory we give the trainer, if the job takes one (``log_dir_flag``)."""
+        return Path(self.logdir) / "tensorboard" if self.job.log_dir_flag else None
+
+    @property
     def trainer_log_dir(self) -> Path | None:
         """The trainer's log directory: set by us up front, or as the trainer announced it."""
         if self.job.log_dir_flag:
-            return Path(self.logdir) / "tensorboard"
+            return self.assigned_log_dir
         return self.process.reported_log_dir if self.process is not None else None
 
     def _start(self) -> TrainingProcess:
-        log_dir = Path(self.logdir) / "tensorboard" if self.job.log_dir_flag else None
+        log_dir = self.assigned_log_dir
         earlier_files = event_files(log_dir) if log_dir else frozenset()
         self.process = TrainingProcess(
             self.job.argv(self.trial_config, log_dir, self.resume_from),
@@ -139,8 +148,6 @@ class CommandTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Restart the trainer from the checkpoint (kept in the trial folder: Tune may delete its copy)."""
         index = json.loads((Path(checkpoint_dir) / CHECKPOINT_INDEX).read_text())
-        if self.process is not None:
-            self.process.stop()
         self._prepare(self.trial_config)
         self.last_result = index["last_result"]
         if index["file"] is None:
@@ -164,8 +171,6 @@ class CommandTrainable(tune.Trainable):
         before a checkpoint); the previous trainer may still run if the scheduler stopped it
         early, so its group is ended first. Tune has already pointed ``logdir`` at the trial.
         """
-        if self.process is not None:
-            self.process.stop()
         self._prepare(new_config)
         return True
 
