@@ -12,6 +12,7 @@ resumed sweeps and population-based training continue instead of starting over.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,21 @@ POLL_INTERVAL_S = 0.05
 # Set in the last result of a trial whose trainer ran to the end (not stopped by the scheduler).
 TRAINING_FINISHED = "training_finished"
 CHECKPOINT_INDEX = "trainer_checkpoint.json"
+
+
+def trial_number(trial_id: str) -> int:
+    """A number for Isaac Lab's ``--ray-proc-id`` that traces a trainer to its trial.
+
+    Tune's variant generator names trials ``<experiment>_00003`` (the number is 3); searchers
+    name them with hex digits (their value).
+    """
+    tail = trial_id.rsplit("_", 1)[-1]
+    if tail.isdigit():
+        return int(tail)
+    try:
+        return int(tail, 16)
+    except ValueError:
+        return 0
 
 
 class TrainingFailed(RuntimeError):
@@ -71,14 +87,22 @@ class CommandTrainable(tune.Trainable):
             return self.assigned_log_dir
         return self.process.reported_log_dir if self.process is not None else None
 
+    def _run_name(self) -> str | None:
+        """A run folder name no other trial or attempt can have: Isaac Lab names folders by the second."""
+        if not self.job.run_name_args:
+            return None
+        return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{self.trial_id}_{secrets.token_hex(3)}"
+
     def _start(self) -> TrainingProcess:
         log_dir = self.assigned_log_dir
         earlier_files = event_files(log_dir) if log_dir else frozenset()
+        run_name = self._run_name()
         self.process = TrainingProcess(
-            self.job.argv(self.trial_config, log_dir, self.resume_from),
+            self.job.argv(self.trial_config, log_dir, self.resume_from, run_name, trial_number(self.trial_id)),
             Path(self.logdir) / "training_output.log",
             cwd=self.job.cwd,
             env=self.job.env,
+            run_name=run_name,
         )
         if log_dir is not None:
             self.reader = ScalarReader(log_dir, ignore=earlier_files)
@@ -86,19 +110,25 @@ class CommandTrainable(tune.Trainable):
         return self.process
 
     def _reader(self) -> ScalarReader | None:
-        if self.reader is None and self.process is not None and (announced := self.process.reported_log_dir):
-            # Isaac Lab log roots hold earlier runs too: only files written by this trainer count.
-            self.reader = ScalarReader(announced, min_mtime=self.process.started_at - 1)
+        if self.reader is None and self.process is not None and (run_dir := self.process.reported_log_dir):
+            self.reader = ScalarReader(run_dir)
         return self.reader
 
     def _collect(self, final: bool) -> None:
+        """Queue one result per new iteration that has the metric.
+
+        Any new scalar counts as progress (rl_games writes no reward before an episode ends);
+        a step at or below the last one reported is not a new iteration (rsl_rl logs the
+        checkpoint's iteration again after resuming from it).
+        """
         reader = self._reader()
         if reader is None:
             return
         for row in reader.poll(required_tag=self.metric, final=final):
-            if self.metric in row.values:
+            self.last_progress = time.monotonic()
+            last = self.queue[-1] if self.queue else self.last_result
+            if self.metric in row.values and (last is None or row.step > last["iteration"]):
                 self.queue.append({**row.values, "iteration": row.step})
-                self.last_progress = time.monotonic()
 
     def step(self) -> dict[str, Any]:
         process = self.process or self._start()
@@ -130,10 +160,21 @@ class CommandTrainable(tune.Trainable):
             )
         if self.last_result is None:
             raise TrainingFailed(
-                f"training command exited with code 0 but never wrote '{self.metric}'.\n"
-                f"Last output:\n{self.process.tail()}"
+                f"training command exited with code 0 but never wrote '{self.metric}'"
+                f"{self._where_metrics_were_sought()}.\nLast output:\n{self.process.tail()}"
             )
         return {**self.last_result, TRAINING_FINISHED: True, tune.result.DONE: True}
+
+    def _where_metrics_were_sought(self) -> str:
+        assert self.process is not None
+        if self.job.log_dir_flag:
+            return f" under {self.assigned_log_dir}"
+        if self.process.log_root is None:
+            return " (it never printed '[INFO] Logging experiment in directory: ...')"
+        if self.process.reported_log_dir is None:
+            which = f"named after {self.process.run_name!r}" if self.process.run_name else "it announced"
+            return f" (no run folder {which} under {self.process.log_root})"
+        return f" under {self.process.reported_log_dir}"
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Copy the trainer's newest checkpoint into Tune's checkpoint folder."""

@@ -26,7 +26,10 @@ from ray_workflow.process_groups import end_process_group
 
 OverrideStyle = Literal["hydra", "flags"]
 
-# Isaac Lab's train.py scripts print these; the second one only when a run name is given.
+# Isaac Lab's train.py scripts print these. The root is shared by every run started from the same
+# folder, and may be relative to the trainer's cwd; the second line may come much later (rl_games
+# prints it once the environment is built), holds a run name (rsl_rl, skrl: without the suffix
+# the folder gets) or a whole path (rl_games).
 LOG_ROOT_PATTERN = re.compile(r"\[INFO\] Logging experiment in directory: (?P<path>.+?)\s*$")
 RUN_NAME_PATTERN = re.compile(r"Exact experiment name requested from command line:? (?P<name>.+?)\s*$")
 
@@ -55,15 +58,20 @@ class TrainerCheckpoints:
 class TrainingJob:
     """How to start one trial of a training script.
 
-    ``command`` may use ``{python}`` (the worker's interpreter) and ``{project_root}``
-    (this folder as the worker sees it). ``log_dir_flag`` is the flag that sets the
-    TensorBoard directory; without it, the directory is read from the trainer's
-    ``Logging experiment in directory`` line, as with Isaac Lab.
+    ``command`` may use ``{python}`` (the worker's interpreter), ``{project_root}`` (this
+    folder as the worker sees it) and ``{trial_index}`` (the trial's number, for Isaac Lab's
+    ``--ray-proc-id``). ``log_dir_flag`` is the flag that sets the TensorBoard directory;
+    without it, the trainer picks its folder under the root it prints (``Logging experiment
+    in directory``), as Isaac Lab does, and ``run_name_args`` give that folder a name unique
+    to the trial (``{run_name}`` is replaced): Isaac Lab 3's ``--run_timestamp {run_name}``,
+    or 2.x overrides such as ``agent.run_name={run_name}``. Metrics are then read from that
+    folder only, never from the root that other trials share.
     """
 
     command: tuple[str, ...]
     override_style: OverrideStyle = "hydra"
     log_dir_flag: str | None = "--log_dir"
+    run_name_args: tuple[str, ...] = ()
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     checkpoints: TrainerCheckpoints | None = None
@@ -73,15 +81,24 @@ class TrainingJob:
             raise ValueError("TrainingJob.command is empty")
         if self.override_style not in ("hydra", "flags"):
             raise ValueError(f"TrainingJob.override_style {self.override_style!r}: use 'hydra' or 'flags'")
+        if self.run_name_args and not any("{run_name}" in part for part in self.run_name_args):
+            raise ValueError(f"TrainingJob.run_name_args {self.run_name_args}: none of them uses {{run_name}}")
 
     def argv(
-        self, hyperparameters: Mapping[str, Any], log_dir: Path | None, resume_from: Path | None = None
+        self,
+        hyperparameters: Mapping[str, Any],
+        log_dir: Path | None,
+        resume_from: Path | None = None,
+        run_name: str | None = None,
+        trial_index: int = 0,
     ) -> list[str]:
         """The full command line for one trial, resuming from a checkpoint if one is given."""
-        substitutions = {"python": sys.executable, "project_root": str(PROJECT_ROOT)}
+        substitutions = {"python": sys.executable, "project_root": str(PROJECT_ROOT), "trial_index": trial_index}
         argv = [part.format(**substitutions) for part in self.command]
         if self.log_dir_flag and log_dir is not None:
             argv += [self.log_dir_flag, str(log_dir)]
+        if run_name is not None:
+            argv += [part.replace("{run_name}", run_name) for part in self.run_name_args]
         if self.checkpoints is not None:
             argv += [part.format(interval=self.checkpoints.interval) for part in self.checkpoints.interval_args]
             if resume_from is not None:
@@ -119,6 +136,22 @@ def render_arguments(hyperparameters: Mapping[str, Any], style: OverrideStyle) -
     return arguments
 
 
+def run_folder(root: Path, run_name: str) -> Path | None:
+    """The folder under ``root`` named ``run_name``, or ``<timestamp>_<run_name>``, ``<run_name>_<suffix>``."""
+    exact = root / run_name
+    if exact.is_dir():
+        return exact
+    try:
+        candidates = [
+            path
+            for path in root.iterdir()
+            if path.is_dir() and (path.name.startswith(f"{run_name}_") or path.name.endswith(f"_{run_name}"))
+        ]
+    except OSError:
+        return None
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGKILL if the Ray worker that started us dies, so no trainer is orphaned."""
     PR_SET_PDEATHSIG = 1
@@ -129,7 +162,8 @@ class TrainingProcess:
     """A running training command in its own process group, with its output kept.
 
     The whole output goes to ``output_path``; the last lines stay in memory for error
-    messages, and the trainer's log directory line is picked out as it passes.
+    messages, and the trainer's log directory lines are picked out as they pass.
+    ``run_name`` is the unique name the trial gave the trainer's run folder, if any.
     """
 
     def __init__(
@@ -139,9 +173,12 @@ class TrainingProcess:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         tail_lines: int = 40,
+        run_name: str | None = None,
     ) -> None:
         self.argv = argv
         self.output_path = output_path
+        self.cwd = Path(cwd).resolve() if cwd else Path.cwd()
+        self.run_name = run_name
         self.started_at = time.time()
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._log_root: str | None = None
@@ -175,12 +212,28 @@ class TrainingProcess:
                     self._run_name = match["name"]
 
     @property
+    def log_root(self) -> Path | None:
+        """The root the trainer announced, relative paths taken from the trainer's cwd."""
+        return self.cwd / self._log_root if self._log_root is not None else None
+
+    @property
     def reported_log_dir(self) -> Path | None:
-        """The log directory the trainer announced, if it has yet."""
-        if self._log_root is None:
+        """This trainer's own run folder, once it is known for certain; never the shared root.
+
+        With a ``run_name`` of ours, it is the folder under the root that carries that name
+        (Isaac Lab may add a suffix, as rsl_rl does with ``agent.run_name``). Without one, it
+        is the root joined with the announced run name or path, once that line has come.
+        """
+        root = self.log_root
+        if root is None:
             return None
-        root = Path(self._log_root)
-        return root / self._run_name if self._run_name else root
+        if self.run_name is not None:
+            return run_folder(root, self.run_name)
+        if self._run_name is None:
+            return None
+        if self._run_name.startswith(self._log_root):  # rl_games prints the whole run path
+            return self.cwd / self._run_name
+        return root / self._run_name
 
     def poll(self) -> int | None:
         """The exit code, once the trainer has exited and all its output has been read."""

@@ -1,18 +1,28 @@
 """A trainer with scripted behaviour for the tuner's failure-mode tests (crash, hang, slow start).
 
 It writes real TensorBoard event files with the same writer as the embedded trainer and
-takes the same kind of arguments; only its "training" is a loop that sleeps.
+takes the same kind of arguments; only its "training" is a loop that sleeps. With
+``--log_root`` instead of ``--log_dir`` it picks its folder as Isaac Lab's train.py does:
+it prints the root (as given, so possibly relative to its cwd), names the run by the second
+unless ``--run_timestamp`` names it, appends ``_<--run_name>`` as rsl_rl does, and prints
+the ``Exact experiment name`` line ``--name_line_delay`` seconds later, as rl_games does.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 from torch.utils.tensorboard import SummaryWriter
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--log_dir", required=True)
+parser.add_argument("--log_dir")
+parser.add_argument("--log_root")
+parser.add_argument("--run_timestamp")
+parser.add_argument("--run_name")
+parser.add_argument("--name_line_delay", type=float, default=0.0)
 parser.add_argument("--iterations", type=int, default=10)
 parser.add_argument("--seconds_per_iteration", type=float, default=0.05)
 parser.add_argument("--crash_at", type=int, default=-1, help="exit 3 after this many iterations")
@@ -28,8 +38,16 @@ hang_at = int(values.get("agent.hang_at", args.hang_at))
 
 if args.spawn_child:
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-print(f"[INFO] Logging experiment in directory: {args.log_dir}", flush=True)
-writer = SummaryWriter(log_dir=args.log_dir)
+if args.log_root:
+    print(f"[INFO] Logging experiment in directory: {args.log_root}", flush=True)
+    run_name = args.run_timestamp or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    log_dir = os.path.join(args.log_root, run_name + (f"_{args.run_name}" if args.run_name else ""))
+    writer = SummaryWriter(log_dir=log_dir)
+    time.sleep(args.name_line_delay)
+    print(f"Exact experiment name requested from command line: {run_name}", flush=True)
+else:
+    print(f"[INFO] Logging experiment in directory: {args.log_dir}", flush=True)
+    writer = SummaryWriter(log_dir=args.log_dir)
 for iteration in range(args.iterations):
     if iteration == crash_at:
         print("simulated failure: CUDA error: an illegal memory access was encountered", flush=True)

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import sys
 import time
 
@@ -169,20 +170,61 @@ def test_sweep_script_help_lists_the_tuner_flags():
         assert flag in result.stdout
 
 
-def test_isaac_lab_style_trainer_is_followed_through_its_announced_log_dir(ray_driver, tmp_path):
-    logs = tmp_path / "logs" / "rl_games" / "cartpole"
+def isaac_lab_style_sweep(*extra_args, run_name_args=("--run_timestamp", "{run_name}"), cwd=None, qualities):
     job = TrainingJob(
-        command=("{python}", "{project_root}/tests/scripted_trainer.py", "--log_dir", str(logs), "--iterations", "6"),
+        command=("{python}", "{project_root}/tests/scripted_trainer.py", "--iterations", "6", *extra_args),
         log_dir_flag=None,
+        run_name_args=run_name_args,
+        cwd=cwd,
     )
-    sweep = Sweep(
-        name="announced",
+    return Sweep(
+        name="isaac_lab_style",
         job=job,
-        search_space={"agent.quality": tune.grid_search([1.0])},
+        search_space={"agent.quality": tune.grid_search(qualities)},
         metric="score",
         max_iterations=6,
-        grace_period=1,
+        grace_period=6,
     )
-    report = run_sweep(sweep, settings(tmp_path / "storage"))
+
+
+def assert_every_result_is_the_trials_own(report, experiment):
+    """The scripted trainer writes score = quality x (iteration + 1): any other value came from another trial."""
+    for trial in report.trials:
+        quality = trial.hyperparameters["agent.quality"]
+        lines = (experiment / f"trial_{trial.trial_id}" / "result.json").read_text().splitlines()
+        results = [json.loads(line) for line in lines]
+        assert results[-1]["training_finished"] and results[-1]["iteration"] == 5  # the closing result repeats it
+        results = results[:-1]
+        assert [r["iteration"] for r in results] == list(range(6)), trial.trial_id
+        assert [r["score"] for r in results] == [quality * (i + 1) for i in range(6)], trial.trial_id
+
+
+def test_trials_sharing_a_log_root_with_a_late_name_line_report_only_their_own_metrics(ray_driver, tmp_path):
+    root = tmp_path / "isaaclab" / "logs" / "rl_games" / "cartpole"
+    sweep = isaac_lab_style_sweep("--log_root", str(root), "--name_line_delay", "0.5", qualities=[1.0, 2.0, 3.0, 4.0])
+    report = run_sweep(sweep, settings(tmp_path / "storage", max_concurrent_trials=2))
+    assert {trial.status for trial in report.trials} == {FINISHED}
+    assert_every_result_is_the_trials_own(report, tmp_path / "storage" / "exp")
+    assert len(list(root.iterdir())) == 4, "every trial gets its own run folder, even when two start in one second"
+
+
+def test_late_name_line_without_a_run_name_of_ours_is_awaited_not_guessed(ray_driver, tmp_path):
+    root = tmp_path / "logs" / "rsl_rl" / "cartpole"
+    sweep = isaac_lab_style_sweep(
+        "--log_root", str(root), "--name_line_delay", "1.0", run_name_args=(), qualities=[1.0, 2.0]
+    )
+    report = run_sweep(sweep, settings(tmp_path / "storage", max_concurrent_trials=1))
+    assert {trial.status for trial in report.trials} == {FINISHED}
+    assert_every_result_is_the_trials_own(report, tmp_path / "storage" / "exp")
+
+
+def test_log_root_relative_to_the_trainers_cwd_is_found(ray_driver, tmp_path):
+    isaaclab = tmp_path / "isaaclab"
+    isaaclab.mkdir()
+    sweep = isaac_lab_style_sweep(
+        "--log_root", "logs/rl_games/cartpole", "--run_name", "suffix", cwd=str(isaaclab), qualities=[2.0]
+    )
+    report = run_sweep(sweep, settings(tmp_path / "storage", trial_timeout_s=30))
     (trial,) = report.trials
-    assert trial.status == FINISHED and trial.iterations == 6 and trial.best_metric == 6.0
+    assert trial.status == FINISHED and trial.iterations == 6 and trial.best_metric == 12.0
+    assert_every_result_is_the_trials_own(report, tmp_path / "storage" / "exp")
