@@ -11,4 +11,4 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What stays behind when this folder is uploaded to a cluster as a job's or a sweep's working
 # dir: environments, results, logs and the GPU-check bundle (Ray honours .gitignore, not
 # .git/info/exclude, so these are named here too).
-UPLOAD_EXCLUDES = [".venv/", ".git/", "results/", "logs/", ".devbundle/", "**/__pycache__/", "*.png"]
+UPLOAD_EXCLUDES = [".venv/", ".venv-isaaclab/", ".git/", "results/", "logs/", ".devbundle/", "**/__pycache__/", "*.png"]

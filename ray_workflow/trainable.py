@@ -21,7 +21,7 @@ from typing import Any
 from ray import tune
 
 from ray_workflow.tensorboard_metrics import ScalarReader, event_files
-from ray_workflow.training_command import TrainingJob, TrainingProcess
+from ray_workflow.training_command import TrainingJob, TrainingProcess, WarmCacheLock
 
 POLL_INTERVAL_S = 0.05
 # Set in the last result of a trial whose trainer ran to the end (not stopped by the scheduler).
@@ -56,17 +56,20 @@ class CommandTrainable(tune.Trainable):
     to throw away.
     """
 
-    def setup(self, config: dict[str, Any], job: TrainingJob, metric: str, trial_timeout_s: float) -> None:
+    def setup(
+        self, config: dict[str, Any], job: TrainingJob, metric: str, trial_timeout_s: float, max_iterations: int
+    ) -> None:
         self.job = job
         self.metric = metric
         self.trial_timeout_s = trial_timeout_s
+        self.max_iterations = max_iterations
         self.process: TrainingProcess | None = None
+        self.warm_cache_lock: WarmCacheLock | None = None
         self._prepare(config)
 
     def _prepare(self, config: dict[str, Any]) -> None:
         """Forget the previous trainer (ending its process group if it still runs) and await ``config``'s."""
-        if self.process is not None:
-            self.process.stop()
+        self._end_trainer()
         self.trial_config = config
         self.process = None
         self.resume_from: Path | None = None
@@ -97,8 +100,11 @@ class CommandTrainable(tune.Trainable):
         log_dir = self.assigned_log_dir
         earlier_files = event_files(log_dir) if log_dir else frozenset()
         run_name = self._run_name()
+        argv = self.job.argv(self.trial_config, log_dir, self.resume_from, run_name, trial_number(self.trial_id))
+        if self.job.warm_cache_dir:
+            self.warm_cache_lock = WarmCacheLock(self.job.warm_cache_dir, [*self.job.command, *self.job.env.values()])
         self.process = TrainingProcess(
-            self.job.argv(self.trial_config, log_dir, self.resume_from, run_name, trial_number(self.trial_id)),
+            argv,
             Path(self.logdir) / "training_output.log",
             cwd=self.job.cwd,
             env=self.job.env,
@@ -126,29 +132,46 @@ class CommandTrainable(tune.Trainable):
             return
         for row in reader.poll(required_tag=self.metric, final=final):
             self.last_progress = time.monotonic()
+            if self.warm_cache_lock is not None:
+                self.warm_cache_lock.warmed()
             last = self.queue[-1] if self.queue else self.last_result
             if self.metric in row.values and (last is None or row.step > last["iteration"]):
                 self.queue.append({**row.values, "iteration": row.step})
 
     def step(self) -> dict[str, Any]:
         process = self.process or self._start()
+        if (exit_code := self._wait_for_result(process)) is not None:
+            return self._finish(exit_code)
+        self.last_result = self.queue.pop(0)
+        if self.iteration + 1 < self.max_iterations:
+            return self.last_result
+        # The sweep's last iteration: let the trainer save and exit, unless it trains on (a
+        # trainer resumed from a checkpoint may run its full length again, as rsl_rl does).
+        if not self.queue and (exit_code := self._wait_for_result(process)) is not None:
+            return self._finish(exit_code)
+        self._end_trainer()
+        self._persist_outputs()
+        return {**self.last_result, TRAINING_FINISHED: True, tune.result.DONE: True}
+
+    def _wait_for_result(self, process: TrainingProcess) -> int | None:
+        """Poll until a result is queued (None) or the trainer exits (its exit code)."""
         while not self.queue:
             exit_code = process.poll()
             self._collect(final=exit_code is not None)
             if self.queue:
                 break
             if exit_code is not None:
-                return self._finish(exit_code)
+                self._end_trainer()
+                return exit_code
             if time.monotonic() - self.last_progress > self.trial_timeout_s:
-                process.stop()
+                self._end_trainer()
                 self._persist_outputs()
                 raise TrainingFailed(
                     f"no new '{self.metric}' for {self.trial_timeout_s:g} s; training process group "
                     f"{process.pgid} killed. Last output:\n{process.tail()}"
                 )
             time.sleep(POLL_INTERVAL_S)
-        self.last_result = self.queue.pop(0)
-        return self.last_result
+        return None
 
     def _finish(self, exit_code: int) -> dict[str, Any]:
         assert self.process is not None
@@ -225,7 +248,14 @@ class CommandTrainable(tune.Trainable):
             self._storage.persist_artifacts(force=True)
             self.outputs_persisted = True
 
-    def cleanup(self) -> None:
+    def _end_trainer(self) -> None:
+        """End the trainer's process group (if it still runs) and let other trials start theirs."""
         if self.process is not None:
             self.process.stop()
+        if self.warm_cache_lock is not None:
+            self.warm_cache_lock.release()
+            self.warm_cache_lock = None
+
+    def cleanup(self) -> None:
+        self._end_trainer()
         self._persist_outputs()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import fcntl
+import hashlib
 import os
 import re
 import signal
@@ -66,6 +68,10 @@ class TrainingJob:
     to the trial (``{run_name}`` is replaced): Isaac Lab 3's ``--run_timestamp {run_name}``,
     or 2.x overrides such as ``agent.run_name={run_name}``. Metrics are then read from that
     folder only, never from the root that other trials share.
+
+    ``warm_cache_dir`` names a node-local cache that the trainer's first run fills at great
+    cost (Warp's kernel cache, ``~/.cache/warp``: about 50 s for Isaac-Cartpole): the first
+    trial on a node then starts alone, and the others wait until it reports a result.
     """
 
     command: tuple[str, ...]
@@ -75,6 +81,7 @@ class TrainingJob:
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     checkpoints: TrainerCheckpoints | None = None
+    warm_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -134,6 +141,36 @@ def render_arguments(hyperparameters: Mapping[str, Any], style: OverrideStyle) -
         else:
             arguments += [f"--{key}", format_value(value, style)]
     return arguments
+
+
+class WarmCacheLock:
+    """The first trial on a node fills the trainer's cache alone; the others wait, then start warm.
+
+    A ``flock`` on a file in the cache folder (released by the kernel if the holder dies),
+    and a marker per command once a trainer has reported a result: later trials skip the lock.
+    """
+
+    def __init__(self, cache_dir: str, argv: list[str]) -> None:
+        folder = Path(cache_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
+        self.marker = folder / f".isaaclab_ray_warm_{key}"
+        self._handle = None
+        if not self.marker.exists():
+            self._handle = open(folder / ".isaaclab_ray_warm.lock", "w")  # noqa: SIM115 - held until release
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            if self.marker.exists():  # another trial warmed the cache while we waited
+                self.release()
+
+    def warmed(self) -> None:
+        if self._handle is not None:
+            self.marker.touch()
+            self.release()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def run_folder(root: Path, run_name: str) -> Path | None:

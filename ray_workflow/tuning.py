@@ -225,7 +225,11 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     connect(settings.ray_address)
     trainable = tune.with_resources(
         tune.with_parameters(
-            CommandTrainable, job=sweep.job, metric=sweep.metric, trial_timeout_s=settings.trial_timeout_s
+            CommandTrainable,
+            job=sweep.job,
+            metric=sweep.metric,
+            trial_timeout_s=settings.trial_timeout_s,
+            max_iterations=sweep.max_iterations,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )

@@ -62,3 +62,20 @@ def wait_until_gone(text: str, timeout_s: float = 10.0) -> list[psutil.Process]:
     while (left := processes_mentioning(text)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def saved_sweep_state(experiment: Path) -> tuple[list[Path], list[Path]] | None:
+    """From Tune's own saved experiment state: the finished trials' folders and those of unfinished
+    trials with a checkpoint, once it records both (what a resume would start from); else None.
+
+    A checkpoint folder on disk is not enough: Tune resumes from what its state file records.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(experiment)).trials
+    except Exception:  # noqa: BLE001 - no state written yet, or being replaced
+        return None
+    finished = [experiment / f"trial_{t.trial_id}" for t in trials if t.status == "TERMINATED"]
+    checkpointed = [experiment / f"trial_{t.trial_id}" for t in trials if t.status != "TERMINATED" and t.checkpoint]
+    return (finished, checkpointed) if finished and checkpointed else None

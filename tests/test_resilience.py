@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
+from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_until_gone
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES
@@ -101,12 +101,7 @@ def test_killed_driver_resumes_keeping_finished_trials_and_continuing_unfinished
     command = sweep_command(config, cluster.gcs_address, storage, name, "--max_concurrent_trials", "1")
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def one_finished_and_one_checkpointed():
-        finished = [p.parent for p in experiment.glob("trial_*/result.json") if "training_finished" in p.read_text()]
-        checkpointed = [p.parent for p in experiment.glob("trial_*/checkpoint_*") if p.parent not in finished]
-        return (finished, checkpointed) if finished and checkpointed else None
-
-    finished, checkpointed = wait_for(one_finished_and_one_checkpointed, 180, "a finished and a checkpointed trial")
+    finished, checkpointed = wait_for(lambda: saved_sweep_state(experiment), 180, "a finished and a checkpointed trial")
     finished_results = {trial: (trial / "result.json").read_bytes() for trial in finished}
     driver.send_signal(signal.SIGKILL)
     driver.wait()
