@@ -3,8 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# Isaac Lab 3, kit-less on the CPU, in its own environment (its trainers run as separate processes).
+ISAACLAB_VENV := .venv-isaaclab
+ISAACLAB_INSTALLED := $(ISAACLAB_VENV)/.installed
+ISAACLAB_ENV := ISAACLAB=$(abspath $(ISAACLAB_VENV))/bin/isaaclab ISAACSIM_ASSET_ROOT=$(abspath $(ISAACLAB_VENV))/assets
 
-.PHONY: demo test lint clean
+.PHONY: demo demo-isaaclab isaaclab test lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,15 +16,26 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet '.[trainer,tracking,dev]'
 	touch $(INSTALLED)
 
+$(ISAACLAB_INSTALLED): isaaclab3_cpu/requirements.txt isaaclab3_cpu/install.sh isaaclab3_cpu/prepare_assets.py
+	PYTHON=$(PYTHON) isaaclab3_cpu/install.sh $(ISAACLAB_VENV)
+
+isaaclab: $(ISAACLAB_INSTALLED)
+
 demo: $(INSTALLED)
 	$(PY) local_clusters.py run --name demo --num_cpus 2 -- \
 		$(PY) hyper_parameter_tuning/config/cartpole_sweep.py --ray_address auto --storage_path results
 
+demo-isaaclab: $(INSTALLED) $(ISAACLAB_INSTALLED)
+	$(ISAACLAB_ENV) ISAACLAB_NUM_ENVS=256 ISAACLAB_MAX_ITERATIONS=60 \
+	$(PY) local_clusters.py run --name demo-isaaclab --num_cpus 2 -- \
+		$(PY) hyper_parameter_tuning/config/isaaclab3_cartpole.py --ray_address auto --storage_path results \
+		--num_samples 4
+
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
-test: lint
+test: lint $(ISAACLAB_INSTALLED)
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) results build *.egg-info
+	rm -rf $(VENV) $(ISAACLAB_VENV) results build *.egg-info

@@ -11,7 +11,7 @@ from typing import Any
 
 from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.launch import our_clusters
+from ray_workflow.launch import is_member, our_clusters
 from ray_workflow.process_groups import end_process_group
 
 HEAD_SELECTOR = "ray.io/node-type=head"
@@ -50,16 +50,16 @@ def head_pods(namespace: str, kubectl: Kubectl) -> dict[str, dict[str, Any]]:
 def wait_for_heads(
     namespace: str,
     kubectl: Kubectl,
-    prefix: str | None = None,
+    name: str | None = None,
     timeout_s: float = 600.0,
     poll_s: float = 2.0,
     progress: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
-    """Wait until every RayCluster of ours (names starting with ``prefix``) has a Running head with an IP."""
+    """Wait until every RayCluster of ours (``name`` or its ``name-N``, all if None) has a Running head with an IP."""
     names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
-    names = [name for name in names if prefix is None or name.startswith(prefix)]
+    names = [cluster for cluster in names if name is None or is_member(cluster, name)]
     if not names:
-        which = f" starting with {prefix!r}" if prefix else ""
+        which = f" named {name!r} (or {name}-N)" if name else ""
         raise DiscoveryError(f"no RayCluster of ours{which} in namespace {namespace}")
     deadline = time.monotonic() + timeout_s
     last_report = ""

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sources = parser.add_subparsers(dest="source", required=True)
     kube = sources.add_parser("kubectl", help="our KubeRay clusters in a namespace")
     kube.add_argument("--namespace", default="default")
-    kube.add_argument("--name", help="only clusters whose names start with this")
+    kube.add_argument("--name", help="only the cluster of this name (or its numbered clusters <name>-N)")
     kube.add_argument("--timeout_s", type=float, default=600.0, help="wait this long for head pods to run")
     kube.add_argument("--kubectl_context")
     kube.add_argument(

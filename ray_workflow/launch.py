@@ -11,7 +11,13 @@ import yaml
 
 from ray_workflow import PROJECT_ROOT, crd_schema
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay_manifest import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ClusterSpec, ManifestError
+from ray_workflow.kuberay_manifest import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    ClusterSpec,
+    ManifestError,
+    check_name,
+)
 
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
@@ -61,13 +67,19 @@ def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
     return sorted(listing.get("items", []), key=lambda item: item["metadata"]["name"])
 
 
-def down(prefix: str, namespace: str, kubectl: Kubectl) -> list[str]:
-    """Delete the RayClusters we created whose names start with ``prefix``; returns their names."""
-    names = [
-        item["metadata"]["name"]
-        for item in our_clusters(namespace, kubectl)
-        if item["metadata"]["name"].startswith(prefix)
-    ]
-    if names:
-        kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *names])
-    return names
+def is_member(cluster_name: str, name: str) -> bool:
+    """``name`` itself or one of its numbered clusters ``name-1`` .. ``name-N``: never a longer name."""
+    return cluster_name == name or (cluster_name.startswith(f"{name}-") and cluster_name[len(name) + 1 :].isdigit())
+
+
+def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
+    """Delete the RayCluster ``name`` (or its numbered clusters ``name-N``), if we created it; returns them.
+
+    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
+    """
+    check_name(name)
+    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
+    chosen = [cluster for cluster in names if is_member(cluster, name)]
+    if chosen:
+        kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *chosen])
+    return chosen

@@ -42,7 +42,9 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cluster_host", default="google_cloud", help=f"one of {', '.join(available_hosts())}")
-    parser.add_argument("--name", default="isaac-lab-hyperparameter-tuner", help="cluster name (prefix with --down)")
+    parser.add_argument(
+        "--name", default="isaac-lab-hyperparameter-tuner", help="cluster name (<name>-1..N with --num_clusters)"
+    )
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--image", help="container image with Isaac Lab and Ray (required unless --dry_run)")
     parser.add_argument("--num_clusters", type=int, default=1, help="clusters <name>-1 .. <name>-N when N > 1")
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true", help="print the manifests; touch nothing")
     parser.add_argument("--output", type=Path, help="also write the manifests to this file")
     parser.add_argument("--kubectl_context", help="kubectl context to use")
-    parser.add_argument("--down", action="store_true", help="delete our RayClusters whose names start with --name")
+    parser.add_argument(
+        "--down", action="store_true", help="delete our RayCluster --name (or its numbered clusters --name-N)"
+    )
     return parser
 
 
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"deleted RayCluster {', '.join(deleted)}"
                 if deleted
-                else f"no RayCluster of ours starting with {args.name!r} in namespace {args.namespace}"
+                else f"no RayCluster of ours named {args.name!r} (or {args.name}-N) in namespace {args.namespace}"
             )
             return 0
         if not args.image and not args.dry_run:
@@ -138,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(apply(manifests, args.namespace, kubectl), end="")
         print(f"applied {len(manifests)} RayCluster(s), validated against {source}")
-    except (ManifestError, CrdError, KubectlError) as error:
+    except (ManifestError, CrdError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KubectlError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -25,7 +25,7 @@ from ray_workflow.discovery_cli import main as discovery_main
 from ray_workflow.launch_cli import PINNED_RAY_VERSION
 from ray_workflow.launch_cli import main as launch_main
 
-CRD = PROJECT_ROOT.parent / "shared" / "kuberay" / "ray.io_rayclusters.yaml"
+CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"  # the bundled copy
 OURS = {km.MANAGED_BY_LABEL: km.MANAGED_BY_VALUE}
 
 
@@ -367,13 +367,13 @@ def test_kubectl_failure_shows_kubectls_own_message(kubectl, capsys):
         'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me" cannot create'
     )
     kubectl.save()
-    assert launch("--image", "img", "--namespace", "ns") == 2
+    assert launch("--image", "img", "--namespace", "ns") == 1  # the world refused, not the user's input
     assert 'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me"' in capsys.readouterr().err
 
 
 def test_missing_kubectl_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert launch("--image", "img") == 2
+    assert launch("--image", "img") == 1
     assert "kubectl not found on PATH" in capsys.readouterr().err
 
 
@@ -394,22 +394,31 @@ def test_real_kubectl_error_reaches_the_user(tmp_path, monkeypatch, capsys):
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
     monkeypatch.setenv("PATH", f"/usr/local/bin:/usr/bin:{os.environ['PATH']}")
-    assert launch("--image", "img", "--namespace", "ns") == 2
+    assert launch("--image", "img", "--namespace", "ns") == 1
     err = capsys.readouterr().err
     assert "kubectl apply --namespace ns failed" in err and "127.0.0.1:1" in err
 
 
-def test_down_deletes_only_our_clusters_with_the_prefix(kubectl, capsys):
-    for name in ("tuner-1", "tuner-2", "other-1"):
+def test_down_deletes_only_our_clusters_of_exactly_that_name(kubectl, capsys):
+    for name in ("tuner-1", "tuner-2", "other-1", "tuner", "tuner-ab", "tuner-1x", "tuners"):
         kubectl.add_cluster(name)
-    kubectl.add_cluster("tuner-theirs", labels={"team": "someone-else"})
+    kubectl.add_cluster("tuner-3", labels={"team": "someone-else"})
     assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
-    assert "deleted RayCluster tuner-1, tuner-2" in capsys.readouterr().out
+    assert "deleted RayCluster tuner, tuner-1, tuner-2" in capsys.readouterr().out
     delete = kubectl.calls()[-1]["argv"]
-    assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner-1", "tuner-2"]
-    assert sorted(kubectl.load()["rayclusters"]) == ["ns/other-1", "ns/tuner-theirs"]
+    assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner", "tuner-1", "tuner-2"]
+    left = ["ns/other-1", "ns/tuner-1x", "ns/tuner-3", "ns/tuner-ab", "ns/tuners"]
+    assert sorted(kubectl.load()["rayclusters"]) == left
     assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
-    assert "no RayCluster of ours starting with 'tuner'" in capsys.readouterr().out
+    assert "no RayCluster of ours named 'tuner'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["", "tuner*", "Tuner", "a/b", "x\ny"])
+def test_down_refuses_a_name_that_is_not_a_cluster_name(kubectl, capsys, name):
+    kubectl.add_cluster("tuner-1")
+    assert launch_main(["--down", "--name", name, "--namespace", "ns"]) == 2
+    assert "is not a valid Kubernetes name" in capsys.readouterr().err
+    assert sorted(kubectl.load()["rayclusters"]) == ["ns/tuner-1"]
 
 
 def grok(*args):
@@ -446,7 +455,7 @@ def test_discovery_names_the_cluster_that_never_becomes_ready_and_writes_nothing
 
 def test_discovery_with_no_clusters_of_ours_says_so(kubectl, capsys):
     assert grok("--namespace", "ns", "--name", "tuner") == 1
-    assert "no RayCluster of ours starting with 'tuner' in namespace ns" in capsys.readouterr().err
+    assert "no RayCluster of ours named 'tuner' (or tuner-N) in namespace ns" in capsys.readouterr().err
 
 
 def test_port_forward_mode_writes_local_addresses_and_ends_its_forwards(kubectl, tmp_path):
