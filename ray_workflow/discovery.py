@@ -11,7 +11,8 @@ from typing import Any
 
 from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.launch import is_member, our_clusters
+from ray_workflow.launch import our_clusters
+from ray_workflow.names import is_member
 from ray_workflow.process_groups import end_process_group
 
 HEAD_SELECTOR = "ray.io/node-type=head"

@@ -16,19 +16,31 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
+from ray_workflow.names import ClusterNameError, check_cluster_name, numbered_names
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
 TEMPLATE_NAME = "kuberay.yaml.jinja"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "isaaclab-ray-workflow"
-# KubeRay names the head service <name>-head-svc, and a Service name is a DNS-1035 label of at most 63.
-MAX_NAME_LENGTH = 63 - len("-head-svc")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ManifestError(ValueError):
     """Cluster settings or a template that cannot produce a valid manifest; the message says which."""
+
+
+def check_name(name: str, what: str = "--name") -> None:
+    try:
+        check_cluster_name(name, what)
+    except ClusterNameError as error:
+        raise ManifestError(str(error)) from None
+
+
+def cluster_names(name: str, num_clusters: int) -> list[str]:
+    try:
+        return numbered_names(name, num_clusters)
+    except ClusterNameError as error:
+        raise ManifestError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -57,29 +69,6 @@ class ClusterSpec:
 def available_hosts() -> list[str]:
     """Every folder under cluster_configs/ that has a template."""
     return sorted(path.parent.name for path in CLUSTER_CONFIGS.glob(f"*/{TEMPLATE_NAME}"))
-
-
-def check_name(name: str, what: str = "--name") -> None:
-    if not _DNS_1035.match(name):
-        raise ManifestError(
-            f"{what} {name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
-            "starting with a letter and ending with a letter or digit"
-        )
-    if len(name) > MAX_NAME_LENGTH:
-        raise ManifestError(
-            f"{what} {name!r} is {len(name)} characters; at most {MAX_NAME_LENGTH} fit in KubeRay's "
-            "'<name>-head-svc' service name"
-        )
-
-
-def cluster_names(name: str, num_clusters: int) -> list[str]:
-    """``name`` for one cluster; ``name-1`` .. ``name-N`` for several, each checked once suffixed."""
-    if num_clusters < 1:
-        raise ManifestError(f"--num_clusters {num_clusters}: must be at least 1")
-    names = [name] if num_clusters == 1 else [f"{name}-{index}" for index in range(1, num_clusters + 1)]
-    for candidate in names:
-        check_name(candidate, "--name" if candidate == name else f"--name {name!r} once suffixed:")
-    return names
 
 
 def check_spec(spec: ClusterSpec) -> None:

@@ -18,6 +18,7 @@ from ray_workflow.kuberay_manifest import (
     ManifestError,
     check_name,
 )
+from ray_workflow.names import is_member
 
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
@@ -65,11 +66,6 @@ def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl) -> 
 def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
     listing = kubectl.get_json(["get", "rayclusters.ray.io", "--namespace", namespace, "-l", OUR_SELECTOR])
     return sorted(listing.get("items", []), key=lambda item: item["metadata"]["name"])
-
-
-def is_member(cluster_name: str, name: str) -> bool:
-    """``name`` itself or one of its numbered clusters ``name-1`` .. ``name-N``: never a longer name."""
-    return cluster_name == name or (cluster_name.startswith(f"{name}-") and cluster_name[len(name) + 1 :].isdigit())
 
 
 def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:

@@ -11,6 +11,7 @@ still runs from that cluster's temp dir.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -23,7 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.names import ClusterNameError, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
+
+logger = logging.getLogger(__name__)
 
 PORT_BLOCK = 200  # ports reserved for one cluster: 11 service ports, then 100 worker ports
 WORKER_PORTS = range(100, 200)
@@ -44,8 +48,16 @@ SERVICE_PORTS = (
 )
 
 
+# Written into every temp dir we create; a temp dir is deleted only if it holds this file naming its cluster.
+OWNER_MARKER = ".isaaclab_ray_cluster"
+
+
 class LocalClusterError(RuntimeError):
     """A local cluster could not be started or stopped; the message says which and why."""
+
+
+class LocalClusterInputError(LocalClusterError, ValueError):
+    """A setting the user gave that no cluster can be started with (name, ports, GPU split)."""
 
 
 @dataclass
@@ -196,6 +208,12 @@ def start(
     With ``head_address``, start a worker node joined to that head instead (a second
     "machine" of a cluster, for tests of node loss).
     """
+    try:
+        check_cluster_name(name)
+    except ClusterNameError as error:
+        raise LocalClusterInputError(str(error)) from None
+    if base_port is not None and not 1024 <= base_port <= 65535 - PORT_BLOCK:
+        raise LocalClusterInputError(f"--base_port {base_port}: must be between 1024 and {65535 - PORT_BLOCK}")
     if _state_path(state_dir, name).exists():
         raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; stop it first")
     if base_port is None:
@@ -207,22 +225,27 @@ def start(
         )
     # Ray's socket paths must stay short, so temp dirs live directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
+    (Path(temp_dir) / OWNER_MARKER).write_text(name)
     cluster = LocalCluster(
         name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus, head_address=head_address
     )
-    process = subprocess.Popen(
-        start_command(cluster),
-        env=start_environment(cluster, cuda_visible_devices),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    try:
+        process = subprocess.Popen(
+            start_command(cluster),
+            env=start_environment(cluster, cuda_visible_devices),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as error:
+        _remove_temp_dir(cluster)
+        raise LocalClusterError(f"cannot run `ray start` ({error.strerror}: {error.filename})") from None
     cluster.pgid = process.pid
     output, _ = process.communicate(timeout=timeout_s)
     if process.returncode != 0:
         end_process_group(cluster.pgid)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _remove_temp_dir(cluster)
         last = output.decode(errors="replace").strip().splitlines()[-5:]
         raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
     atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
@@ -237,11 +260,34 @@ def start(
 
 
 def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
-    """The clusters recorded in ``state_dir``, by name."""
+    """The clusters recorded in ``state_dir``, by name; a damaged record is reported and skipped."""
     if not state_dir.is_dir():
         return []
-    clusters = [LocalCluster(**json.loads(path.read_text())) for path in sorted(state_dir.glob("*.json"))]
+    clusters = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            cluster = LocalCluster(**json.loads(path.read_text()))
+            check_cluster_name(cluster.name, "recorded name")
+            if path.stem != cluster.name or not isinstance(cluster.pgid, int) or not isinstance(cluster.base_port, int):
+                raise ValueError("its fields do not describe a cluster of that file's name")
+        except (OSError, ValueError, TypeError) as error:
+            logger.warning("%s: damaged local-cluster record skipped (%s)", path, error)
+            continue
+        clusters.append(cluster)
     return sorted(clusters, key=lambda cluster: cluster.name)
+
+
+def _remove_temp_dir(cluster: LocalCluster) -> None:
+    """Delete the cluster's temp dir only if we created it for this cluster (it holds our marker)."""
+    temp_dir = Path(cluster.temp_dir)
+    try:
+        owner = (temp_dir / OWNER_MARKER).read_text()
+    except OSError:
+        owner = None
+    if owner == cluster.name:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    elif temp_dir.exists():
+        logger.warning("kept %s: it was not created for local cluster %r", temp_dir, cluster.name)
 
 
 def processes(cluster: LocalCluster) -> list[int]:
@@ -270,14 +316,9 @@ def stop(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: fl
     was_running = is_running(cluster)
     if was_running:
         end_process_group(cluster.pgid, grace_s)
-    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+    _remove_temp_dir(cluster)
     _state_path(state_dir, cluster.name).unlink(missing_ok=True)
     return was_running
-
-
-def cluster_names(prefix: str, count: int) -> list[str]:
-    """``prefix`` for one cluster, ``prefix-1`` .. ``prefix-N`` for several (as launch.py names them)."""
-    return [prefix] if count == 1 else [f"{prefix}-{index}" for index in range(1, count + 1)]
 
 
 def visible_gpu_ids() -> list[str]:
@@ -295,7 +336,7 @@ def visible_gpu_ids() -> list[str]:
 def split_gpus(gpu_ids: list[str], count: int, per_cluster: int) -> list[str]:
     """``CUDA_VISIBLE_DEVICES`` for each of ``count`` clusters, ``per_cluster`` GPUs each, none shared."""
     if per_cluster < 1 or per_cluster * count > len(gpu_ids):
-        raise LocalClusterError(
+        raise LocalClusterInputError(
             f"--gpus_per_cluster {per_cluster} x {count} clusters needs {per_cluster * count} GPUs; "
             f"this machine has {len(gpu_ids)}"
         )
@@ -304,7 +345,7 @@ def split_gpus(gpu_ids: list[str], count: int, per_cluster: int) -> list[str]:
 
 def start_many(
     count: int,
-    prefix: str = "local-ray",
+    name: str = "local-ray",
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     gpus_per_cluster: int | None = None,
@@ -318,20 +359,22 @@ def start_many(
     ``CUDA_VISIBLE_DEVICES``; ``num_gpus`` instead declares GPU slots (fake ones on a
     CPU-only machine, which is how GPU scheduling is tested without a GPU).
     """
-    if count < 1:
-        raise LocalClusterError(f"number of clusters {count}: must be at least 1")
+    try:
+        names = numbered_names(name, count)
+    except ClusterNameError as error:
+        raise LocalClusterInputError(str(error)) from None
     device_sets: list[str | None] = [None] * count
     if gpus_per_cluster is not None:
         device_sets = list(split_gpus(visible_gpu_ids(), count, gpus_per_cluster))
         num_gpus = gpus_per_cluster
     started: list[LocalCluster] = []
     try:
-        for index, name in enumerate(cluster_names(prefix, count)):
+        for index, member in enumerate(names):
             base = None if base_port is None else base_port + index * PORT_BLOCK
-            cluster = start(name, base, num_cpus, num_gpus, device_sets[index], state_dir)
+            cluster = start(member, base, num_cpus, num_gpus, device_sets[index], state_dir)
             started.append(cluster)
             if progress:
-                print(f"started {name}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)
+                print(f"started {member}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)
     except BaseException:
         for cluster in started:
             stop(cluster, state_dir)
@@ -339,9 +382,18 @@ def start_many(
     return started
 
 
-def stop_matching(prefix: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
-    """Stop the recorded clusters whose names start with ``prefix`` (all if None); returns them."""
-    chosen = [c for c in load_all(state_dir) if prefix is None or c.name.startswith(prefix)]
+def stop_matching(name: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
+    """Stop the recorded cluster ``name`` and its numbered clusters ``name-N`` (all if None); returns them.
+
+    One cluster that cannot be stopped does not keep the others running.
+    """
+    chosen = [c for c in load_all(state_dir) if name is None or is_member(c.name, name)]
+    failed = []
     for cluster in chosen:
-        stop(cluster, state_dir)
+        try:
+            stop(cluster, state_dir)
+        except OSError as error:
+            failed.append(f"{cluster.name} ({error})")
+    if failed:
+        raise LocalClusterError(f"could not stop {', '.join(failed)}")
     return chosen

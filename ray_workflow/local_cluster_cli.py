@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> No
         parser.add_argument("--num_clusters", type=int, default=1, help=count_help)
     else:
         parser.add_argument("num_clusters", type=int, nargs="?", default=1, help=count_help)
-    parser.add_argument("--name", default="local-ray", help="cluster name, or prefix of <name>-1..N")
+    parser.add_argument("--name", default="local-ray", help="cluster name (<name>-1..N for several)")
     parser.add_argument("--num_cpus", type=int, help="CPUs each cluster offers (default: all)")
     parser.add_argument("--num_gpus", type=int, help="GPU slots each cluster offers (fake ones without a GPU)")
     parser.add_argument("--gpus_per_cluster", type=int, help="split this machine's GPUs between the clusters")
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_start_flags(up, count_as_flag=False)
     up.add_argument("--output", type=Path, default=address_file.DEFAULT_PATH, help="address file to write")
     down = verbs.add_parser("down", help="stop clusters that this script started")
-    down.add_argument("--name", help="only clusters whose names start with this")
+    down.add_argument("--name", help="only this cluster (and its numbered clusters <name>-N)")
     verbs.add_parser("status", help="list the clusters this script started")
     run = verbs.add_parser("run", help="start clusters, run a command with RAY_ADDRESS set, stop them")
     _add_start_flags(run, count_as_flag=True)
@@ -75,6 +76,9 @@ def _run(args: argparse.Namespace) -> int:
             _write_addresses(clusters, args.output)
         env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, "RAY_AUTH_MODE": "disabled"}
         return subprocess.run(command, env=env, check=False).returncode
+    except OSError as error:
+        print(f"error: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:
@@ -84,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         if args.verb == "up":
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
         else:
             return _run(args)
+    except lc.LocalClusterInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except lc.LocalClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -28,7 +30,7 @@ def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
 @pytest.fixture(scope="module")
 def two_clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("state")
-    clusters = lc.start_many(2, prefix="pair", num_cpus=1, state_dir=state_dir, progress=False)
+    clusters = lc.start_many(2, name="pair", num_cpus=1, state_dir=state_dir, progress=False)
     yield clusters, state_dir
     lc.stop_matching(None, state_dir)
 
@@ -137,3 +139,73 @@ def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
     command = lc.start_command(cluster)
     ports = [int(command[i + 1]) for i, arg in enumerate(command) if arg.endswith("-port")]
     assert len(ports) == len(set(ports)) == 11 and all(30000 <= port < 30200 for port in ports)
+
+
+def record(state_dir, name, temp_dir, pgid=2**22 - 3):
+    """A state file as `up` writes it, for a cluster whose processes are gone."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cluster = lc.LocalCluster(name, 45000, str(temp_dir), pgid, None, None)
+    (state_dir / f"{name}.json").write_text(json.dumps(dataclasses.asdict(cluster)))
+    return cluster
+
+
+def test_down_never_deletes_a_directory_that_was_not_created_for_that_cluster(tmp_path):
+    precious = tmp_path / "my_results"
+    precious.mkdir()
+    (precious / "weeks_of_training.pt").write_text("weights")
+    record(tmp_path / "state", "forged", precious)
+    assert lc.stop_matching(None, tmp_path / "state")
+    assert (precious / "weeks_of_training.pt").read_text() == "weights"
+    assert lc.load_all(tmp_path / "state") == []
+
+
+def test_down_by_name_takes_the_cluster_and_its_numbered_members_only(tmp_path):
+    state = tmp_path / "state"
+    for name in ("team-a", "team-a-1", "team-a-2", "team-ab", "team-a-x1"):
+        record(state, name, tmp_path / f"gone-{name}")
+    stopped = lc.stop_matching("team-a", state)
+    assert sorted(c.name for c in stopped) == ["team-a", "team-a-1", "team-a-2"]
+    assert sorted(c.name for c in lc.load_all(state)) == ["team-a-x1", "team-ab"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "two\nlines", "", "UPPER", "x" * 60])
+def test_a_name_that_cannot_be_a_cluster_name_is_refused_before_anything_is_written(tmp_path, name):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    output = tmp_path / "ray_address"
+    result = subprocess.run([*cli, "up", "--name", name, "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "--name" in result.stderr
+    assert not output.exists() and not (tmp_path / "state").exists()
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_a_damaged_record_is_reported_and_skipped_while_the_others_are_stopped(tmp_path):
+    state = tmp_path / "state"
+    record(state, "healthy", tmp_path / "gone")
+    (state / "broken.json").write_text("{not json")
+    (state / "wrong.json").write_text(json.dumps({"name": "other", "base_port": 1}))
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state)]
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True)
+    assert status.returncode == 0 and "healthy" in status.stdout, status.stderr
+    assert "broken.json: damaged local-cluster record skipped" in status.stderr
+    down = subprocess.run([*cli, "down"], capture_output=True, text=True)
+    assert down.returncode == 0 and "stopped healthy" in down.stdout, down.stderr
+    assert "Traceback" not in down.stderr + status.stderr
+    assert sorted(path.name for path in state.iterdir()) == ["broken.json", "wrong.json"]
+
+
+def test_run_with_a_missing_command_says_so_and_stops_its_cluster(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path)]
+    result = subprocess.run(
+        [*cli, "run", "--name", "missing", "--num_cpus", "1", "--", "no-such-command-xyz"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "cannot run 'no-such-command-xyz'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and lc.load_all(tmp_path) == []
+
+
+def test_base_port_outside_the_port_range_is_refused(tmp_path):
+    with pytest.raises(lc.LocalClusterError, match="--base_port 70000"):
+        lc.start("ports", base_port=70000, state_dir=tmp_path)

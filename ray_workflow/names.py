@@ -1,0 +1,48 @@
+"""The one rule for cluster names, checked before a name becomes a path, a label or an address-file line.
+
+Every cluster we start (KubeRay, local) is named like a Kubernetes object: a DNS-1035 label
+short enough for KubeRay's ``<name>-head-svc`` service. Such a name cannot hold ``/``, a
+newline, a space or a glob character; several clusters are ``<name>-1`` .. ``<name>-N``, and
+commands that act on "a cluster and its numbered members" match exactly that, never a prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+# KubeRay names the head service <name>-head-svc, and a Service name is a DNS-1035 label of at most 63.
+MAX_NAME_LENGTH = 63 - len("-head-svc")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ClusterNameError(ValueError):
+    """A cluster name that breaks the rule; the message names the flag, the value and the rule."""
+
+
+def check_cluster_name(name: str, what: str = "--name") -> str:
+    if not _DNS_1035.match(name):
+        raise ClusterNameError(
+            f"{what} {name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ClusterNameError(
+            f"{what} {name!r} is {len(name)} characters; at most {MAX_NAME_LENGTH} fit in KubeRay's "
+            "'<name>-head-svc' service name"
+        )
+    return name
+
+
+def numbered_names(name: str, count: int) -> list[str]:
+    """``name`` for one cluster, ``name-1`` .. ``name-N`` for several, each checked once suffixed."""
+    if count < 1:
+        raise ClusterNameError(f"--num_clusters {count}: must be at least 1")
+    names = [name] if count == 1 else [f"{name}-{index}" for index in range(1, count + 1)]
+    for candidate in names:
+        check_cluster_name(candidate, "--name" if candidate == name else f"--name {name!r} once suffixed:")
+    return names
+
+
+def is_member(cluster_name: str, name: str) -> bool:
+    """``name`` itself or one of its numbered clusters ``name-1`` .. ``name-N``: never a longer name."""
+    return cluster_name == name or (cluster_name.startswith(f"{name}-") and cluster_name[len(name) + 1 :].isdigit())
