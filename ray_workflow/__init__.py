@@ -10,5 +10,34 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # What stays behind when this folder is uploaded to a cluster as a job's or a sweep's working
 # dir: environments, results, logs and the GPU-check bundle (Ray honours .gitignore, not
-# .git/info/exclude, so these are named here too).
-UPLOAD_EXCLUDES = [".venv/", ".venv-isaaclab/", ".git/", "results/", "logs/", ".devbundle/", "**/__pycache__/", "*.png"]
+# .git/info/exclude, so these are named here too), and secrets a user may keep beside the
+# scripts: they must never reach a cluster that others can read.
+UPLOAD_EXCLUDES = [
+    ".venv/",
+    ".venv-isaaclab/",
+    ".git/",
+    "results/",
+    "logs/",
+    ".devbundle/",
+    "**/__pycache__/",
+    "*.png",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    "id_ecdsa*",
+    ".ssh/",
+    "kubeconfig*",
+    ".kube/",
+    "*.kubeconfig",
+    ".ray_address",
+    "auth_token",
+    "*.token",
+    ".netrc",
+    ".aws/",
+    ".config/gcloud/",
+    "*credentials*.json",
+    ".git-credentials",
+]

@@ -21,14 +21,28 @@ _CLUSTER_COMMENT = re.compile(r"^#\s*Cluster:\s*(?P<name>\S.*?)\s*$")
 _ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})/?$")
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?[^\s/@]+@")
+
+
 class AddressFileError(ValueError):
     """A malformed address file; the message names the file and line."""
 
 
+def redact(text: str) -> str:
+    """``http://user:secret@host`` as ``http://***@host``: credentials are never printed."""
+    return _CREDENTIALS.sub(lambda match: f"{match['scheme'] or ''}***@", text)
+
+
 @dataclass(frozen=True)
 class ClusterAddress:
+    """One cluster of the address file; a name is one line of text, as the file's format needs."""
+
     name: str | None
     dashboard_url: str
+
+    def __post_init__(self) -> None:
+        if self.name is not None and (not self.name.strip() or any(not c.isprintable() for c in self.name)):
+            raise AddressFileError(f"cluster name {self.name!r} cannot be written to an address file")
 
 
 def dashboard_url(text: str) -> str | None:
@@ -56,7 +70,7 @@ def parse(text: str, source: str = "<address file>") -> list[ClusterAddress]:
         url = dashboard_url(line)
         if url is None:
             raise AddressFileError(
-                f"{source}:{number}: {line!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)"
+                f"{source}:{number}: {redact(line)!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)"
             )
         clusters.append(ClusterAddress(name, url))
         name = None
@@ -69,12 +83,18 @@ def read(path: Path | str = DEFAULT_PATH) -> list[ClusterAddress]:
         text = path.read_text()
     except FileNotFoundError:
         raise AddressFileError(f"{path}: address file not found") from None
+    except IsADirectoryError:
+        raise AddressFileError(f"{path}: is a directory, not an address file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AddressFileError(f"{path}: cannot read the address file ({error})") from None
     return parse(text, str(path))
 
 
 def render(clusters: list[ClusterAddress]) -> str:
     blocks = []
     for cluster in clusters:
+        if dashboard_url(cluster.dashboard_url) is None:
+            raise AddressFileError(f"{redact(cluster.dashboard_url)!r} is not a Ray dashboard address")
         header = f"# Cluster: {cluster.name}\n" if cluster.name else ""
         blocks.append(f"{header}{cluster.dashboard_url}\n")
     return "".join(blocks)
@@ -82,4 +102,10 @@ def render(clusters: list[ClusterAddress]) -> str:
 
 def write(clusters: list[ClusterAddress], path: Path | str = DEFAULT_PATH) -> Path:
     """Replace the file atomically: readers see the old file or the new one, never half of it."""
-    return atomic_write_text(Path(path).expanduser(), render(clusters))
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise AddressFileError(f"{path}: is a directory, not an address file")
+    try:
+        return atomic_write_text(path, render(clusters))
+    except OSError as error:
+        raise AddressFileError(f"{path}: cannot write the address file ({error.strerror})") from None

@@ -9,13 +9,14 @@ import sys
 import ray
 from tabulate import tabulate
 
+from ray_workflow.cli_types import non_negative_float, positive_int
 from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Check a Ray cluster's GPUs, drivers, Ray and Python packages.")
-    parser.add_argument("--num_jobs", type=int, default=1, help="tasks to run at once")
-    parser.add_argument("--gpus_per_job", type=float, default=1.0, help="GPUs each task holds (default 1)")
+    parser.add_argument("--num_jobs", type=positive_int, default=1, help="tasks to run at once")
+    parser.add_argument("--gpus_per_job", type=non_negative_float, default=1.0, help="GPUs each task holds (default 1)")
     parser.add_argument("--require_isaaclab", action="store_true", help="also require Isaac Lab's packages")
     parser.add_argument(
         "--allow_missing_nvidia_smi",

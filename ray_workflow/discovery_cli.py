@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ray_workflow import address_file
 from ray_workflow import local_cluster as lc
+from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
     DiscoveryError,
     given_addresses,
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     kube = sources.add_parser("kubectl", help="our KubeRay clusters in a namespace")
     kube.add_argument("--namespace", default="default")
     kube.add_argument("--name", help="only the cluster of this name (or its numbered clusters <name>-N)")
-    kube.add_argument("--timeout_s", type=float, default=600.0, help="wait this long for head pods to run")
+    kube.add_argument("--timeout_s", type=positive_float, default=600.0, help="wait this long for head pods to run")
     kube.add_argument("--kubectl_context")
     kube.add_argument(
         "--port_forward",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_int
 from ray_workflow.crd_schema import CrdError
 from ray_workflow.kubectl import Kubectl, KubectlError
 from ray_workflow.kuberay_manifest import (
@@ -22,23 +23,6 @@ from ray_workflow.launch import apply, down, load_validator, specs_for, to_yaml,
 PINNED_RAY_VERSION = "2.60.0"
 
 
-def _non_negative_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _non_negative_number(text)
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number")
-    return int(value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cluster_host", default="google_cloud", help=f"one of {', '.join(available_hosts())}")
@@ -47,21 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--image", help="container image with Isaac Lab and Ray (required unless --dry_run)")
-    parser.add_argument("--num_clusters", type=int, default=1, help="clusters <name>-1 .. <name>-N when N > 1")
+    parser.add_argument("--num_clusters", type=positive_int, default=1, help="clusters <name>-1 .. <name>-N when N > 1")
     group = parser.add_argument_group("worker groups (one value per group; a single value applies to all)")
-    group.add_argument("--min_workers", type=_non_negative_int, nargs="+", default=[0])
-    group.add_argument("--max_workers", type=_non_negative_int, nargs="+", default=[4])
-    group.add_argument("--gpu_per_worker", type=_non_negative_int, nargs="+", default=[1])
-    group.add_argument("--cpu_per_worker", type=_non_negative_number, nargs="+", default=[8])
-    group.add_argument("--ram_gb_per_worker", type=_non_negative_number, nargs="+", default=[32])
+    group.add_argument("--min_workers", type=non_negative_int, nargs="+", default=[0])
+    group.add_argument("--max_workers", type=non_negative_int, nargs="+", default=[4])
+    group.add_argument("--gpu_per_worker", type=non_negative_int, nargs="+", default=[1])
+    group.add_argument("--cpu_per_worker", type=non_negative_float, nargs="+", default=[8])
+    group.add_argument("--ram_gb_per_worker", type=non_negative_float, nargs="+", default=[32])
     group.add_argument(
         "--worker_accelerator",
         nargs="+",
         default=["nvidia-l4"],
         help="GKE accelerator type of each group's nodes (google_cloud only)",
     )
-    parser.add_argument("--num_head_cpu", type=_non_negative_number, default=8)
-    parser.add_argument("--head_ram_gb", type=_non_negative_number, default=32)
+    parser.add_argument("--num_head_cpu", type=non_negative_float, default=8)
+    parser.add_argument("--head_ram_gb", type=non_negative_float, default=32)
     parser.add_argument("--ray_version", default=PINNED_RAY_VERSION, help="must match the Ray in the image")
     parser.add_argument("--service_account_name", help="service account of the pods (e.g. for GCS access)")
     parser.add_argument("--storage_uri", help="where experiments go, e.g. gs://bucket/ray (ISAACLAB_RAY_STORAGE_URI)")

@@ -14,19 +14,24 @@ from tabulate import tabulate
 
 from ray_workflow import address_file
 from ray_workflow import local_cluster as lc
+from ray_workflow.cli_types import non_negative_int, positive_int
 
 
 def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> None:
     count_help = "how many clusters (default 1)"
     if count_as_flag:  # `run` ends with a command, so the count cannot be positional there
-        parser.add_argument("--num_clusters", type=int, default=1, help=count_help)
+        parser.add_argument("--num_clusters", type=positive_int, default=1, help=count_help)
     else:
-        parser.add_argument("num_clusters", type=int, nargs="?", default=1, help=count_help)
+        parser.add_argument("num_clusters", type=positive_int, nargs="?", default=1, help=count_help)
     parser.add_argument("--name", default="local-ray", help="cluster name (<name>-1..N for several)")
-    parser.add_argument("--num_cpus", type=int, help="CPUs each cluster offers (default: all)")
-    parser.add_argument("--num_gpus", type=int, help="GPU slots each cluster offers (fake ones without a GPU)")
-    parser.add_argument("--gpus_per_cluster", type=int, help="split this machine's GPUs between the clusters")
-    parser.add_argument("--base_port", type=int, help="first port of the first cluster (default: a free block)")
+    parser.add_argument("--num_cpus", type=positive_int, help="CPUs each cluster offers (default: all)")
+    parser.add_argument(
+        "--num_gpus", type=non_negative_int, help="GPU slots each cluster offers (fake ones without a GPU)"
+    )
+    parser.add_argument("--gpus_per_cluster", type=positive_int, help="split this machine's GPUs between the clusters")
+    parser.add_argument(
+        "--base_port", type=positive_int, help="first port of the first cluster (default: a free block)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +23,7 @@ from typing import TextIO
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
-from ray_workflow.address_file import ClusterAddress
+from ray_workflow.address_file import ClusterAddress, redact
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 STATUS_POLL_S = 0.25
@@ -101,7 +102,7 @@ def check_reachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
         return None
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        return f"cluster {cluster.name or '(unnamed)'} at {cluster.dashboard_url} is unreachable: {reason}"
+        return f"cluster {cluster.name or '(unnamed)'} at {redact(cluster.dashboard_url)} is unreachable: {reason}"
 
 
 class MultiClusterSubmitter:
@@ -201,10 +202,14 @@ class MultiClusterSubmitter:
         for job in extra:
             shared.put(job)
         threads = []
-        for cluster, cluster_jobs in zip(self.clusters, first, strict=True):
-            if not cluster_jobs:
-                continue
-            if reason := check_reachable(cluster, self.options.connect_timeout_s):
+        busy = [
+            (cluster, cluster_jobs) for cluster, cluster_jobs in zip(self.clusters, first, strict=True) if cluster_jobs
+        ]
+        # Every cluster is asked at once: silent ones cost one timeout in all and delay no live one.
+        with ThreadPoolExecutor(max_workers=max(1, len(busy))) as pool:
+            reasons = list(pool.map(lambda pair: check_reachable(pair[0], self.options.connect_timeout_s), busy))
+        for (cluster, cluster_jobs), reason in zip(busy, reasons, strict=True):
+            if reason:
                 self._print(cluster.name or cluster.dashboard_url, reason)
                 self.runs += [JobRun(cluster, job, status="UNREACHABLE", error=reason) for job in cluster_jobs]
                 continue

@@ -9,6 +9,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ray_workflow import PROJECT_ROOT, address_file
+from ray_workflow.cli_types import positive_float
 from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign
 
 
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue", action="store_true", help="more jobs than clusters: run the rest as clusters free up"
     )
     parser.add_argument("--no_wait", action="store_true", help="print the job ids and return")
-    parser.add_argument("--connect_timeout_s", type=float, default=10.0, help="give up on a silent cluster after this")
+    parser.add_argument(
+        "--connect_timeout_s", type=positive_float, default=10.0, help="give up on silent clusters after this"
+    )
     return parser
 
 

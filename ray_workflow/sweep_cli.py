@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
 from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
 
@@ -17,23 +18,27 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
     if with_config_flags:
         parser.add_argument("--cfg_file", type=Path, required=True, help="sweep config file (defines SWEEP)")
         parser.add_argument("--cfg_name", default="SWEEP", help="name of the Sweep in the config file")
-    parser.add_argument("--num_samples", type=int, help="trials to run (grid: repeats of the grid)")
+    parser.add_argument("--num_samples", type=positive_int, help="trials to run (grid: repeats of the grid)")
     parser.add_argument("--searcher", choices=SEARCHERS, help="how to pick hyperparameters (default optuna)")
     parser.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
         help="asha stops poor trials early (default); pbt evolves hyperparameters during training",
     )
-    parser.add_argument("--cpus_per_trial", type=float, help=f"default {defaults.cpus_per_trial:g}")
-    parser.add_argument("--gpus_per_trial", type=float, help="fractions share a GPU, e.g. 0.25 (default 0)")
-    parser.add_argument("--max_concurrent_trials", type=int, help="default: as many as resources allow")
+    parser.add_argument("--cpus_per_trial", type=non_negative_float, help=f"default {defaults.cpus_per_trial:g}")
+    parser.add_argument(
+        "--gpus_per_trial", type=non_negative_float, help="fractions share a GPU, e.g. 0.25 (default 0)"
+    )
+    parser.add_argument("--max_concurrent_trials", type=positive_int, help="default: as many as resources allow")
     parser.add_argument("--storage_path", help="local folder or gs:// / s3:// URI (default ~/ray_results)")
     parser.add_argument("--name", help="experiment name (default <sweep>_<date>)")
     parser.add_argument("--ray_address", help="'auto' (default), 'local' to start Ray here, or an address")
-    parser.add_argument("--trial_timeout_s", type=float, help="kill a trial that writes no metric for this long")
+    parser.add_argument(
+        "--trial_timeout_s", type=positive_float, help="kill a trial that writes no metric for this long"
+    )
     parser.add_argument("--seed", type=int, help="seed of the searcher")
     parser.add_argument(
-        "--max_failures", type=int, help="retries of a failed trial, from its last checkpoint (default 2)"
+        "--max_failures", type=non_negative_int, help="retries of a failed trial, from its last checkpoint (default 2)"
     )
     parser.add_argument(
         "--resume", action="store_true", default=None, help="continue the interrupted sweep --name under --storage_path"

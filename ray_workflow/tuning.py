@@ -7,6 +7,7 @@ checkpoints, resume and tracking.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class TunerSettings:
     mlflow_uri: str | None = None
 
     def validate(self) -> None:
+        for name in ("cpus_per_trial", "gpus_per_trial", "trial_timeout_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise SweepConfigError(f"--{name} {getattr(self, name)}: must be a finite number")
         if self.searcher not in SEARCHERS:
             raise SweepConfigError(f"--searcher {self.searcher}: choose one of {', '.join(SEARCHERS)}")
         if self.scheduler not in SCHEDULERS:

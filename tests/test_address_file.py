@@ -1,10 +1,11 @@
 import os
+import stat
 import subprocess
 
 import pytest
 
 from ray_workflow import address_file
-from ray_workflow.address_file import AddressFileError, ClusterAddress
+from ray_workflow.address_file import AddressFileError, ClusterAddress, read, write
 
 
 def test_blocks_comments_and_blank_lines_are_read_in_order(tmp_path):
@@ -49,3 +50,37 @@ def test_the_design_documents_awk_one_liner_reads_the_first_address(tmp_path):
         ["bash", "-c", f"awk '!/^#/{{print $0}}' {path} | head -n 1"], capture_output=True, text=True, check=True
     )
     assert first.stdout == "http://127.0.0.1:8265\n"
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "", "  "])
+def test_a_name_that_would_break_the_file_is_refused_and_nothing_is_written(tmp_path, name):
+    path = tmp_path / "ray_address"
+    path.write_text("# Cluster: keep\nhttp://10.0.0.1:8265\n")
+    with pytest.raises(AddressFileError, match="cannot be written"):
+        write([ClusterAddress(name, "http://10.0.0.2:8265")], path)
+    assert path.read_text() == "# Cluster: keep\nhttp://10.0.0.1:8265\n"
+    assert [c.dashboard_url for c in read(path)] == ["http://10.0.0.1:8265"]
+
+
+def test_rewriting_keeps_the_files_permissions(tmp_path):
+    path = tmp_path / "ray_address"
+    path.write_text("http://10.0.0.1:8265\n")
+    path.chmod(0o600)
+    write([ClusterAddress("c", "http://10.0.0.2:8265")], path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_credentials_in_an_address_are_never_echoed(tmp_path):
+    path = tmp_path / "ray_address"
+    path.write_text("http://admin:hunter2@10.0.0.1:8265/x y\n")
+    with pytest.raises(AddressFileError) as error:
+        read(path)
+    assert "hunter2" not in str(error.value) and "admin" not in str(error.value)
+    assert f"{path}:1:" in str(error.value) and "***@10.0.0.1" in str(error.value)
+
+
+def test_an_address_file_that_is_a_directory_is_one_clear_error(tmp_path):
+    with pytest.raises(AddressFileError, match="is a directory"):
+        read(tmp_path)
+    with pytest.raises(AddressFileError, match="is a directory"):
+        write([ClusterAddress("c", "http://10.0.0.2:8265")], tmp_path)

@@ -1,5 +1,6 @@
 """multicluster_submit.py and test_kuberay_config.py against real local clusters with fake GPU slots."""
 
+import io
 import re
 import socket
 import subprocess
@@ -20,7 +21,7 @@ SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("mc_state")
-    started = lc.start_many(2, prefix="mc", num_cpus=2, num_gpus=2, state_dir=state_dir, progress=False)
+    started = lc.start_many(2, name="mc", num_cpus=2, num_gpus=2, state_dir=state_dir, progress=False)
     yield started
     lc.stop_matching(None, state_dir)
 
@@ -219,3 +220,28 @@ def test_ctrl_c_stops_the_jobs_it_submitted_and_says_so(clusters, tmp_path):
     while client.get_job_status(job_id) != JobStatus.STOPPED and time.monotonic() < deadline:
         time.sleep(0.5)
     assert client.get_job_status(job_id) == JobStatus.STOPPED
+
+
+def test_silent_clusters_are_asked_at_once_so_they_cost_one_timeout_in_all():
+    from contextlib import ExitStack
+
+    from ray_workflow.multicluster import MultiClusterSubmitter, SubmitOptions
+
+    with ExitStack() as stack:
+        addresses = []
+        for index in range(3):  # accept connections, never answer: hung dashboards
+            silent = stack.enter_context(socket.socket())
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            addresses.append(ClusterAddress(f"silent-{index}", f"http://127.0.0.1:{silent.getsockname()[1]}"))
+        started = time.monotonic()
+        runs = MultiClusterSubmitter(addresses, SubmitOptions(connect_timeout_s=4), io.StringIO()).run(["job.py"])
+        elapsed = time.monotonic() - started
+    assert [run.status for run in runs] == ["UNREACHABLE"] * 3
+    assert elapsed < 10, f"three silent clusters took {elapsed:.1f} s: asked one after another (12 s and more)"
+
+
+def test_a_zero_or_nan_connect_timeout_is_refused_by_the_parser(tmp_path):
+    for value in ("0", "nan", "-1", "inf"):
+        result = submit("--connect_timeout_s", value, "job.py")
+        assert result.returncode == 2 and "--connect_timeout_s" in result.stderr and value in result.stderr
