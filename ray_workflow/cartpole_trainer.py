@@ -9,6 +9,7 @@ with no GPU and no Isaac Sim.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -63,9 +64,12 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
             return text.lower() == "true"
         if kind is int:
             return int(text)
-        return kind(text)
+        value = kind(text)
+        if kind is float and not math.isfinite(value):
+            raise ValueError(text)
+        return value
     except ValueError:
-        raise OverrideError(f"override agent.{key}={text}: expected {kind.__name__}") from None
+        raise OverrideError(f"override agent.{key}={text}: expected a finite {kind.__name__}") from None
 
 
 def apply_overrides(agent: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -107,6 +111,12 @@ def parse_args(argv: list[str]) -> TrainerSettings:
         parser.error("--num_envs and --max_iterations must be at least 1")
     if args.checkpoint_interval < 0:
         parser.error(f"--checkpoint_interval {args.checkpoint_interval}: must not be negative")
+    import torch
+
+    try:
+        torch.device(args.device if args.device != "auto" else "cpu")
+    except RuntimeError:
+        parser.error(f"--device {args.device!r}: not a torch device (cpu, cuda, cuda:1, auto)")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
     try:

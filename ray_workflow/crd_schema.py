@@ -50,8 +50,16 @@ def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
 
 def openapi_schema(crd: dict[str, Any], version: str = "v1") -> dict[str, Any]:
     """The ``openAPIV3Schema`` that the CRD serves for ``version``."""
-    if crd.get("kind") != "CustomResourceDefinition":
-        raise CrdError(f"not a CustomResourceDefinition (kind: {crd.get('kind')!r})")
+    if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+        kind = crd.get("kind") if isinstance(crd, dict) else type(crd).__name__
+        raise CrdError(f"not a CustomResourceDefinition (kind: {kind!r})")
+    try:
+        return _served_schema(crd, version)
+    except (KeyError, TypeError, AttributeError):
+        raise CrdError("not a CustomResourceDefinition with spec.versions[].schema.openAPIV3Schema") from None
+
+
+def _served_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
     for served in crd.get("spec", {}).get("versions", []):
         if served.get("name") == version:
             return served["schema"]["openAPIV3Schema"]

@@ -7,6 +7,7 @@ never an empty string in a manifest.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,13 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
     }
 
 
+def _strict_tojson(value: Any) -> str:
+    """Jinja's ``tojson``, but an undefined variable is named as such (json.dumps would only see an object)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return json.dumps(value)
+
+
 def render(cluster_host: str, spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
     """The RayCluster manifest for ``spec`` from ``cluster_host``'s template."""
     template_path = configs_dir / cluster_host / TEMPLATE_NAME
@@ -149,6 +157,7 @@ def render(cluster_host: str, spec: ClusterSpec, configs_dir: Path = CLUSTER_CON
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    environment.filters["tojson"] = _strict_tojson
     try:
         text = environment.get_template(TEMPLATE_NAME).render(**template_context(spec))
     except jinja2.UndefinedError as error:

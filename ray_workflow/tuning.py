@@ -137,7 +137,14 @@ def resolve_storage(storage_path: str) -> str:
     """Local paths become absolute (Tune needs that); URIs such as ``gs://`` pass through."""
     if "://" in storage_path:
         return storage_path
-    return str(Path(storage_path).expanduser().resolve())
+    path = Path(storage_path).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise SweepConfigError(f"--storage_path {storage_path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SweepConfigError(f"--storage_path {storage_path}: cannot create it ({error.strerror})") from None
+    return str(path)
 
 
 def connect(address: str) -> None:

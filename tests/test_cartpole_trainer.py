@@ -25,8 +25,10 @@ def test_unknown_override_names_the_key_and_the_valid_keys():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("agent.n_steps=12.5", "agent.n_steps=12.5: expected int"),
-        ("agent.gamma=high", "agent.gamma=high: expected float"),
+        ("agent.n_steps=12.5", "agent.n_steps=12.5: expected a finite int"),
+        ("agent.gamma=high", "agent.gamma=high: expected a finite float"),
+        ("agent.learning_rate=nan", "agent.learning_rate=nan: expected a finite float"),
+        ("agent.gamma=inf", "agent.gamma=inf: expected a finite float"),
         ("agent.n_steps=0", "agent.n_steps=0: must be at least 1"),
         ("learning_rate=0.1", "unknown override"),
     ],

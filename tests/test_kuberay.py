@@ -333,6 +333,10 @@ def test_undefined_template_variable_and_schema_failures_are_refused(tmp_path):
     (tmp_path / "broken" / km.TEMPLATE_NAME).write_text("apiVersion: ray.io/v1\nmetadata: {name: {{ cluster_nam }}}\n")
     with pytest.raises(km.ManifestError, match="template variable undefined: 'cluster_nam' is undefined"):
         km.render("broken", spec(), configs_dir=tmp_path)
+    (tmp_path / "quoted").mkdir()
+    (tmp_path / "quoted" / km.TEMPLATE_NAME).write_text("metadata: {name: {{ cluster_nam | tojson }}}\n")
+    with pytest.raises(km.ManifestError, match="template variable undefined: 'cluster_nam' is undefined"):
+        km.render("quoted", spec(), configs_dir=tmp_path)
 
 
 def test_a_manifest_failing_the_schema_is_never_applied(kubectl, capsys, monkeypatch):
