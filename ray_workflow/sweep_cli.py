@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
-from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
+from ray_workflow.tuning import SCHEDULERS, SEARCHERS, ClusterUnreachable, TunerSettings, run_sweep
 
 
 def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
     except SweepConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ClusterUnreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print()
     print(report.table)
     print()

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -209,3 +210,24 @@ def test_run_with_a_missing_command_says_so_and_stops_its_cluster(tmp_path):
 def test_base_port_outside_the_port_range_is_refused(tmp_path):
     with pytest.raises(lc.LocalClusterError, match="--base_port 70000"):
         lc.start("ports", base_port=70000, state_dir=tmp_path)
+
+
+def sweep_cli(*args, env=None):
+    config = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "cartpole_sweep.py"
+    return subprocess.run([sys.executable, str(config), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_a_sweep_told_auto_refuses_to_guess_between_several_running_clusters(two_clusters):
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    result = sweep_cli("--ray_address", "auto", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (first, second), _ = two_clusters
+    assert "Ray clusters run on this machine" in result.stderr
+    assert f":{first.port('gcs')}" in result.stderr and f":{second.port('gcs')}" in result.stderr
+
+
+def test_a_sweep_pointed_at_a_dead_address_fails_at_once_in_one_line():
+    started = time.monotonic()
+    result = sweep_cli("--ray_address", "127.0.0.1:1")
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "no Ray cluster answers there" in result.stderr and time.monotonic() - started < 60
