@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import statistics
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from ray_workflow import local_cluster  # noqa: E402
 

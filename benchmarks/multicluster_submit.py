@@ -16,6 +16,7 @@ import time
 from common import PROJECT_ROOT, local_clusters
 from ray.job_submission import JobSubmissionClient
 
+from ray_workflow import auth
 from ray_workflow.address_file import ClusterAddress
 from ray_workflow.multicluster import MultiClusterSubmitter, SubmitOptions
 
@@ -38,7 +39,9 @@ def main() -> int:
             assert all(run.status == "SUCCEEDED" for run in runs), [run.status for run in runs]
             durations = []
             for run in runs:
-                info = JobSubmissionClient(run.cluster.dashboard_url).get_job_info(run.job_id)
+                info = JobSubmissionClient(
+                    run.cluster.dashboard_url, headers=auth.http_headers(run.cluster.dashboard_url)
+                ).get_job_info(run.job_id)
                 durations.append((info.end_time - info.start_time) / 1000)
             if repeat == 0:
                 print(f"warm-up run (uploads the working dir once): {total:.2f} s")

@@ -9,6 +9,7 @@ import sys
 import ray
 from tabulate import tabulate
 
+from ray_workflow import auth
 from ray_workflow.cli_types import non_negative_float, positive_int
 from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.address:
+        auth.prepare_driver(args.address)
     ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
     try:
         reports = run_check(

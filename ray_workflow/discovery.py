@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
 
+from ray_workflow import auth
 from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url
 from ray_workflow.kubectl import Kubectl, KubectlError
 from ray_workflow.launch import our_clusters
@@ -79,6 +81,29 @@ def wait_for_heads(
         time.sleep(poll_s)
 
 
+def head_token(pod: dict[str, Any], namespace: str, kubectl: Kubectl) -> str | None:
+    """The cluster's Ray token, from the Secret that KubeRay hands the head as ``RAY_AUTH_TOKEN``."""
+    for container in pod.get("spec", {}).get("containers", []):
+        for variable in container.get("env", []):
+            reference = variable.get("valueFrom", {}).get("secretKeyRef")
+            if variable.get("name") == "RAY_AUTH_TOKEN" and reference:
+                secret = kubectl.get_json(["get", "secret", reference["name"], "--namespace", namespace])
+                encoded = secret.get("data", {}).get(reference["key"])
+                return base64.b64decode(encoded).decode() if encoded else None
+            if variable.get("name") == "RAY_AUTH_TOKEN" and variable.get("value"):
+                return variable["value"]
+    return None
+
+
+def keep_tokens(
+    heads: dict[str, dict[str, Any]], addresses: list[ClusterAddress], namespace: str, kubectl: Kubectl
+) -> None:
+    """Keep each cluster's token for its address, so our clients send it (``auth``); never printed."""
+    for cluster in addresses:
+        if cluster.name in heads and (token := head_token(heads[cluster.name], namespace, kubectl)):
+            auth.save_token([cluster.dashboard_url], token)
+
+
 def pod_addresses(heads: dict[str, dict[str, Any]]) -> list[ClusterAddress]:
     """``http://HEAD_IP:8265`` for each cluster, in name order."""
     return [ClusterAddress(name, f"http://{heads[name]['status']['podIP']}:{DASHBOARD_PORT}") for name in sorted(heads)]
@@ -144,11 +169,9 @@ def given_addresses(addresses: list[str], names: list[str]) -> list[ClusterAddre
 
 def running_local_head() -> ClusterAddress:
     """The Ray cluster this machine's ``ray start`` runs (as ``ray.init(address='auto')`` finds it)."""
-    import os
 
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
         url = ray._private.worker.get_dashboard_url()

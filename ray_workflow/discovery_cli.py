@@ -13,6 +13,7 @@ from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
     DiscoveryError,
     given_addresses,
+    keep_tokens,
     pod_addresses,
     port_forward,
     running_local_head,
@@ -52,11 +53,13 @@ def _kubectl(args: argparse.Namespace) -> int:
     )
     if not args.port_forward:
         clusters = pod_addresses(heads)
+        keep_tokens(heads, clusters, args.namespace, kubectl)
         address_file.write(clusters, args.output)
         print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
         return 0
     forwards = port_forward(list(heads), args.namespace, kubectl)
     try:
+        keep_tokens(heads, forwards.addresses, args.namespace, kubectl)
         address_file.write(forwards.addresses, args.output)
         for cluster in forwards.addresses:
             print(f"{cluster.name}: {cluster.dashboard_url}")

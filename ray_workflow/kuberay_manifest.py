@@ -65,6 +65,7 @@ class ClusterSpec:
     worker_groups: tuple[WorkerGroup, ...]
     service_account_name: str | None = None
     storage_uri: str | None = None
+    token_auth: bool = True
 
 
 def available_hosts() -> list[str]:
@@ -135,6 +136,7 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
         "worker_groups": groups,
         "service_account_name": spec.service_account_name,
         "storage_uri": spec.storage_uri,
+        "auth_mode": "token" if spec.token_auth else "disabled",
     }
 
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray_version", default=PINNED_RAY_VERSION, help="must match the Ray in the image")
     parser.add_argument("--service_account_name", help="service account of the pods (e.g. for GCS access)")
     parser.add_argument("--storage_uri", help="where experiments go, e.g. gs://bucket/ray (ISAACLAB_RAY_STORAGE_URI)")
+    parser.add_argument(
+        "--no_auth",
+        action="store_true",
+        help="no Ray token authentication: anyone who reaches the head inside the cluster network can run code",
+    )
     parser.add_argument("--crd", type=Path, help="RayCluster CRD to validate against (default: live, else bundled)")
     parser.add_argument("--dry_run", action="store_true", help="print the manifests; touch nothing")
     parser.add_argument("--output", type=Path, help="also write the manifests to this file")
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_groups(args),
             args.service_account_name,
             args.storage_uri,
+            token_auth=not args.no_auth,
         )
         specs = specs_for(base, cluster_names(args.name, args.num_clusters))
         manifests = [render(args.cluster_host, spec) for spec in specs]

@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ray_workflow import auth
 from ray_workflow.atomic_file import atomic_write_text
 from ray_workflow.names import ClusterNameError, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
@@ -72,6 +73,7 @@ class LocalCluster:
     num_cpus: int | None
     num_gpus: int | None
     head_address: str | None = None
+    token_file: str | None = None
 
     def port(self, service: str) -> int:
         return self.base_port + SERVICE_PORTS.index(service)
@@ -161,8 +163,8 @@ def start_command(cluster: LocalCluster) -> list[str]:
 
 def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = None) -> dict[str, str]:
     env = {
-        **os.environ,
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        **{key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH_")},
+        **auth.cluster_environment(Path(cluster.token_file) if cluster.token_file else None),
         "RAY_USAGE_STATS_ENABLED": "0",
         "AUTOSCALER_METRIC_PORT": str(cluster.port("autoscaler_metric")),
         "DASHBOARD_METRIC_PORT": str(cluster.port("dashboard_metric")),
@@ -179,7 +181,8 @@ def wait_for_dashboard(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+            request = urllib.request.Request(f"{url}/api/version", headers=auth.http_headers(url))
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -202,11 +205,13 @@ def start(
     state_dir: Path = DEFAULT_STATE_DIR,
     timeout_s: float = 60.0,
     head_address: str | None = None,
+    token_auth: bool = True,
 ) -> LocalCluster:
     """Start a head node named ``name`` and wait until it accepts jobs.
 
     With ``head_address``, start a worker node joined to that head instead (a second
-    "machine" of a cluster, for tests of node loss).
+    "machine" of a cluster, for tests of node loss). With ``token_auth`` (the default) the
+    head gets a token of its own, kept for our clients (``auth``), and a worker uses its head's.
     """
     try:
         check_cluster_name(name)
@@ -229,6 +234,10 @@ def start(
     cluster = LocalCluster(
         name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus, head_address=head_address
     )
+    if token_auth and head_address is None:
+        cluster.token_file = str(auth.save_token([cluster.gcs_address, cluster.dashboard_url], auth.new_token()))
+    elif token_auth:
+        cluster.token_file = str(auth.token_path(head_address))
     try:
         process = subprocess.Popen(
             start_command(cluster),
@@ -239,13 +248,13 @@ def start(
             start_new_session=True,
         )
     except OSError as error:
-        _remove_temp_dir(cluster)
+        _forget(cluster)
         raise LocalClusterError(f"cannot run `ray start` ({error.strerror}: {error.filename})") from None
     cluster.pgid = process.pid
     output, _ = process.communicate(timeout=timeout_s)
     if process.returncode != 0:
         end_process_group(cluster.pgid)
-        _remove_temp_dir(cluster)
+        _forget(cluster)
         last = output.decode(errors="replace").strip().splitlines()[-5:]
         raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
     atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
@@ -275,6 +284,13 @@ def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
             continue
         clusters.append(cluster)
     return sorted(clusters, key=lambda cluster: cluster.name)
+
+
+def _forget(cluster: LocalCluster) -> None:
+    """Remove what we made for a cluster that has stopped: its temp dir and, for a head, its token."""
+    _remove_temp_dir(cluster)
+    if cluster.head_address is None and cluster.token_file:
+        auth.forget_token([cluster.gcs_address, cluster.dashboard_url])
 
 
 def _remove_temp_dir(cluster: LocalCluster) -> None:
@@ -316,7 +332,7 @@ def stop(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: fl
     was_running = is_running(cluster)
     if was_running:
         end_process_group(cluster.pgid, grace_s)
-    _remove_temp_dir(cluster)
+    _forget(cluster)
     _state_path(state_dir, cluster.name).unlink(missing_ok=True)
     return was_running
 
@@ -352,6 +368,7 @@ def start_many(
     base_port: int | None = None,
     state_dir: Path = DEFAULT_STATE_DIR,
     progress: bool = True,
+    token_auth: bool = True,
 ) -> list[LocalCluster]:
     """Start ``count`` clusters; if one fails, the ones already started are stopped again.
 
@@ -371,7 +388,7 @@ def start_many(
     try:
         for index, member in enumerate(names):
             base = None if base_port is None else base_port + index * PORT_BLOCK
-            cluster = start(member, base, num_cpus, num_gpus, device_sets[index], state_dir)
+            cluster = start(member, base, num_cpus, num_gpus, device_sets[index], state_dir, token_auth=token_auth)
             started.append(cluster)
             if progress:
                 print(f"started {member}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ray_workflow import address_file
+from ray_workflow import address_file, auth
 from ray_workflow import local_cluster as lc
 from ray_workflow.cli_types import non_negative_int, positive_int
 
@@ -31,6 +31,11 @@ def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> No
     parser.add_argument("--gpus_per_cluster", type=positive_int, help="split this machine's GPUs between the clusters")
     parser.add_argument(
         "--base_port", type=positive_int, help="first port of the first cluster (default: a free block)"
+    )
+    parser.add_argument(
+        "--no_auth",
+        action="store_true",
+        help="no token authentication: only on a machine where you trust everyone who can reach its ports",
     )
 
 
@@ -65,6 +70,7 @@ def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
         args.gpus_per_cluster,
         args.base_port,
         args.state_dir,
+        token_auth=not args.no_auth,
     )
 
 
@@ -79,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.output:
             _write_addresses(clusters, args.output)
-        env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, "RAY_AUTH_MODE": "disabled"}
+        env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, **auth.driver_environment(clusters[0].gcs_address)}
         return subprocess.run(command, env=env, check=False).returncode
     except OSError as error:
         print(f"error: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)

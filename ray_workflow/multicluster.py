@@ -22,7 +22,7 @@ from typing import TextIO
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
 from ray_workflow.address_file import ClusterAddress, redact
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
@@ -97,7 +97,10 @@ def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> 
 def check_reachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
     """None if the cluster's dashboard answers within ``timeout_s``, else why not."""
     try:
-        with urllib.request.urlopen(f"{cluster.dashboard_url}/api/version", timeout=timeout_s) as response:
+        request = urllib.request.Request(
+            f"{cluster.dashboard_url}/api/version", headers=auth.http_headers(cluster.dashboard_url)
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             json.load(response)
         return None
     except (urllib.error.URLError, OSError, ValueError) as error:
@@ -170,7 +173,7 @@ class MultiClusterSubmitter:
 
     def _cluster_worker(self, cluster: ClusterAddress, first: list[str], shared: queue.Queue[str]) -> None:
         try:
-            client = JobSubmissionClient(cluster.dashboard_url)
+            client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
             self._clients[cluster.dashboard_url] = client
         except Exception as error:  # noqa: BLE001 - reported per cluster; the other clusters go on
             with self._lock:

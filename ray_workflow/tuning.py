@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
 from ray_workflow.report import SweepReport, write_report
 from ray_workflow.sweep import Sweep, SweepConfigError
 from ray_workflow.trainable import CommandTrainable
@@ -189,7 +189,6 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
 
 def connect(address: str) -> None:
     """Connect to (or, with ``local``, start) a Ray cluster that can import this folder's code."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return
     # A job sent with `ray job submit --working-dir .` already ships this folder to every worker.
@@ -199,6 +198,7 @@ def connect(address: str) -> None:
         if not in_job_with_code:
             check_reachable(address)
         print(f"Connecting to the Ray cluster at {address}", flush=True)
+        auth.prepare_driver(address)
     runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}
     ray.init(
         address=None if address == "local" else address,

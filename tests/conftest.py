@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from ray_workflow import local_cluster  # noqa: E402
 
-os.environ["RAY_AUTH_MODE"] = "disabled"
+# Tokens of the clusters the tests start are kept here, never in the user's home.
+os.environ["ISAACLAB_RAY_TOKEN_DIR"] = tempfile.mkdtemp(prefix="pytest_ray_tokens_")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ records its arguments and stdin and answers like real kubectl; one test uses the
 kubectl binary against an unreachable server to show its own error reaching the user.
 """
 
+import base64
 import itertools
 import json
 import os
@@ -68,7 +69,18 @@ class StandInKubectl:
         self.state["rayclusters"][f"{namespace}/{name}"] = {"manifest": manifest, "uid": f"u-{name}", "generation": 1}
         self.save()
 
-    def add_head_pod(self, cluster, ip, namespace="ns", pending_polls=0) -> None:
+    def add_head_pod(self, cluster, ip, namespace="ns", pending_polls=0, token=None) -> None:
+        """A head pod as KubeRay runs it; with ``token``, KubeRay's Secret and the env that references it."""
+        container = {"name": "ray-head"}
+        if token is not None:
+            secret = f"{cluster}-auth"  # the name is KubeRay's business: discovery follows the reference
+            data = {"auth_token": base64.b64encode(token.encode()).decode()}
+            self.state.setdefault("secrets", {})[f"{namespace}/{secret}"] = {"data": data}
+            reference = {"secretKeyRef": {"name": secret, "key": "auth_token"}}
+            container["env"] = [
+                {"name": "RAY_AUTH_MODE", "value": "token"},
+                {"name": "RAY_AUTH_TOKEN", "valueFrom": reference},
+            ]
         self.state["pods"].append(
             {
                 "apiVersion": "v1",
@@ -78,7 +90,7 @@ class StandInKubectl:
                     "namespace": namespace,
                     "labels": {"ray.io/cluster": cluster, "ray.io/node-type": "head", **OURS},
                 },
-                "spec": {"containers": [{"name": "ray-head"}]},
+                "spec": {"containers": [container]},
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
                 "standin": {"pending_polls": pending_polls},
             }
@@ -444,6 +456,29 @@ def test_discovery_waits_for_head_pods_and_writes_clusters_in_name_order(kubectl
     gets = [c["argv"] for c in kubectl.calls() if c["argv"][:2] == ["get", "pods"]]
     assert gets[0] == ["get", "pods", "--namespace", "ns", "-l", "ray.io/node-type=head", "-o", "json"]
     assert len(gets) == 3
+
+
+def test_clusters_run_with_token_auth_unless_asked_not_to(validator):
+    manifest = km.render("google_cloud", spec())
+    assert manifest["spec"]["authOptions"] == {"mode": "token"}
+    assert crd_schema.errors(validator, manifest) == []
+    open_manifest = km.render("local", spec(token_auth=False))
+    assert open_manifest["spec"]["authOptions"] == {"mode": "disabled"}
+
+
+def test_discovery_keeps_each_clusters_token_from_kuberays_secret_and_never_prints_it(kubectl, tmp_path, capsys):
+    from ray_workflow import auth
+
+    for name, ip, token in (("tuner-1", "10.8.0.11", "secret-one"), ("tuner-2", "10.8.0.12", "secret-two")):
+        kubectl.add_cluster(name)
+        kubectl.add_head_pod(name, ip, token=token)
+    assert grok("--namespace", "ns", "--output", str(tmp_path / "ray_address"), "--timeout_s", "30") == 0
+    assert auth.http_headers("http://10.8.0.11:8265") == {"Authorization": "Bearer secret-one"}
+    assert auth.token_for("http://10.8.0.12:8265") == "secret-two"
+    assert oct(auth.token_path("http://10.8.0.12:8265").stat().st_mode & 0o777) == "0o600"
+    captured = capsys.readouterr()
+    assert "secret-" not in captured.out + captured.err
+    assert "secret-" not in (tmp_path / "ray_address").read_text()
 
 
 def test_discovery_names_the_cluster_that_never_becomes_ready_and_writes_nothing(kubectl, tmp_path, capsys):

@@ -10,14 +10,14 @@ import pytest
 from conftest import PROJECT_ROOT, processes_mentioning
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import address_file
+from ray_workflow import address_file, auth
 from ray_workflow import local_cluster as lc
 
 JOB_PROBE = "python -c \"import os, sys, ray; ray.init(); print(os.environ['RAY_ADDRESS'], sys.executable)\""
 
 
 def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
-    client = JobSubmissionClient(cluster.dashboard_url)
+    client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
     job_id = client.submit_job(entrypoint=entrypoint)
     deadline = time.monotonic() + 120
     while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
@@ -135,7 +135,10 @@ def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
     env = lc.start_environment(cluster, cuda_visible_devices="2,3")
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["AUTOSCALER_METRIC_PORT"] == "30009" and env["DASHBOARD_METRIC_PORT"] == "30010"
-    assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_ADDRESS" not in env
+    assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_ADDRESS" not in env  # no token file: asked for no auth
+    cluster.token_file = "/tmp/x.token"
+    env = lc.start_environment(cluster)
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/tmp/x.token"
     assert env["PATH"].split(":")[0] == str(PROJECT_ROOT / ".venv" / "bin")
     command = lc.start_command(cluster)
     ports = [int(command[i + 1]) for i, arg in enumerate(command) if arg.endswith("-port")]

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import PROJECT_ROOT
 
-from ray_workflow import address_file
+from ray_workflow import address_file, auth
 from ray_workflow import local_cluster as lc
 from ray_workflow.address_file import ClusterAddress
 from ray_workflow.multicluster import SubmissionError, assign
@@ -215,7 +215,7 @@ def test_ctrl_c_stops_the_jobs_it_submitted_and_says_so(clusters, tmp_path):
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130
     assert f"interrupted: stopped 1 submitted job(s): {job_id} on mc-1" in output
-    client = JobSubmissionClient(clusters[0].dashboard_url)
+    client = JobSubmissionClient(clusters[0].dashboard_url, headers=auth.http_headers(clusters[0].dashboard_url))
     deadline = time.monotonic() + 30
     while client.get_job_status(job_id) != JobStatus.STOPPED and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -15,7 +15,7 @@ import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_until_gone
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import UPLOAD_EXCLUDES
+from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow import local_cluster as lc
 
 CONFIG = """\
@@ -158,7 +158,7 @@ def test_stopping_the_sweeps_ray_job_ends_every_trainer_on_every_node(head, tmp_
     worker = lc.start("resilience-worker2", num_cpus=1, state_dir=state_dir, head_address=cluster.gcs_address)
     try:
         name = f"job_stop_{int(time.time())}"
-        client = JobSubmissionClient(cluster.dashboard_url)
+        client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
         job_id = client.submit_job(
             entrypoint=f"python hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --scheduler fifo "
             f"--searcher random --storage_path {tmp_path} --name {name}",

@@ -10,7 +10,7 @@ from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
 from ray import tune
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import UPLOAD_EXCLUDES
+from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow.report import ERROR, FINISHED, STOPPED
 from ray_workflow.sweep import Sweep, load_sweep
 from ray_workflow.training_command import TrainingJob
@@ -133,7 +133,7 @@ def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_pa
 
 
 def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_cluster, tmp_path):
-    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    client = JobSubmissionClient(ray_cluster.dashboard_url, headers=auth.http_headers(ray_cluster.dashboard_url))
     job_id = client.submit_job(
         entrypoint=f"python hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --searcher random "
         f"--scheduler fifo --storage_path {tmp_path} --name job_sweep --cpus_per_trial 0.5",

@@ -139,6 +139,14 @@ def main(argv):
                 if key.split("/")[0] == namespace
                 and matches(stored["manifest"]["metadata"].get("labels", {}), flags.get("-l"))
             ]
+        elif kind in ("secret", "secrets") and rest[1:]:
+            key = f"{namespace}/{rest[1]}"
+            if key not in state.get("secrets", {}):
+                fail(f'Error from server (NotFound): secrets "{rest[1]}" not found')
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", **state["secrets"][key]}
+            secret["metadata"] = {"name": rest[1], "namespace": namespace}
+            json.dump(secret, sys.stdout, indent=4)
+            return
         elif kind in ("pods", "pod"):
             items = []
             for stored in state.get("pods", []):
