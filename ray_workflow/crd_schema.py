@@ -4,11 +4,15 @@ The schema is turned into JSON Schema the way a Kubernetes API server reads it: 
 fields are errors (strict field validation), ``nullable`` admits null, int32/int64
 formats bound integers, ``x-kubernetes-preserve-unknown-fields`` keeps an object open and
 the other ``x-kubernetes-*`` keys are dropped. CEL rules (``x-kubernetes-validations``)
-are not evaluated; the only two in the RayCluster CRD guard fields we never set.
+are not evaluated; the only two in the RayCluster CRD guard fields we never set. As the API
+server does, the schema's defaults are filled in before anything is checked, so a field that is
+required but defaulted (a worker group's ``minReplicas``) may be left out.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,18 +70,46 @@ def _served_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
     raise CrdError(f"the CRD serves no version {version!r}")
 
 
-def validator_from_text(text: str, version: str = "v1") -> Draft7Validator:
+@dataclass(frozen=True)
+class CrdSchema:
+    """A CRD's schema: as served (for its defaults) and as strict JSON Schema (for the checks)."""
+
+    openapi: dict[str, Any]
+    validator: Draft7Validator
+
+
+def with_defaults(node: dict[str, Any], value: Any) -> Any:
+    """``value`` with every absent field that has a ``default`` in the schema filled in, as the API server does."""
+    if isinstance(value, dict) and node.get("type") == "object":
+        filled = dict(value)
+        for name, child in node.get("properties", {}).items():
+            if name not in filled and "default" in child:
+                filled[name] = copy.deepcopy(child["default"])
+            if name in filled:
+                filled[name] = with_defaults(child, filled[name])
+        if isinstance(node.get("additionalProperties"), dict):
+            extra = node["additionalProperties"]
+            for name in set(filled) - set(node.get("properties", {})):
+                filled[name] = with_defaults(extra, filled[name])
+        return filled
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [with_defaults(node["items"], item) for item in value]
+    return value
+
+
+def validator_from_text(text: str, version: str = "v1") -> CrdSchema:
     try:
         documents = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
     except yaml.YAMLError as error:
         raise CrdError(f"CRD is not valid YAML: {error}") from None
     if not documents:
         raise CrdError("CRD document is empty")
-    return Draft7Validator(to_json_schema(openapi_schema(documents[0], version)))
+    openapi = openapi_schema(documents[0], version)
+    return CrdSchema(openapi, Draft7Validator(to_json_schema(openapi)))
 
 
 @lru_cache(maxsize=4)
-def validator_from_file(path: Path, version: str = "v1") -> Draft7Validator:
+def validator_from_file(path: Path, version: str = "v1") -> CrdSchema:
     try:
         return validator_from_text(Path(path).read_text(), version)
     except OSError as error:
@@ -86,10 +118,10 @@ def validator_from_file(path: Path, version: str = "v1") -> Draft7Validator:
         raise CrdError(f"{path}: {error}") from None
 
 
-def errors(validator: Draft7Validator, manifest: dict[str, Any]) -> list[str]:
+def errors(schema: CrdSchema, manifest: dict[str, Any]) -> list[str]:
     """Every schema violation as ``path: message``, sorted; empty when the manifest is valid."""
     found = []
-    for error in validator.iter_errors(manifest):
+    for error in schema.validator.iter_errors(with_defaults(schema.openapi, manifest)):
         path = ".".join(str(part) for part in error.absolute_path) or "(root)"
         found.append(f"{path}: {error.message}")
     return sorted(found)

@@ -50,6 +50,23 @@ def validate(manifests: list[dict[str, Any]], validator: Any) -> None:
             )
 
 
+def read_manifests(path: Path) -> list[dict[str, Any]]:
+    """The RayCluster documents of a YAML file; anything else in it is an error naming the document."""
+    try:
+        documents = [document for document in yaml.safe_load_all(Path(path).read_text()) if document is not None]
+    except OSError as error:
+        raise ManifestError(f"{path}: {error.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not documents:
+        raise ManifestError(f"{path}: holds no YAML document")
+    for index, document in enumerate(documents, start=1):
+        if not isinstance(document, dict) or document.get("kind") != "RayCluster":
+            kind = document.get("kind") if isinstance(document, dict) else type(document).__name__
+            raise ManifestError(f"{path}: document {index} is not a RayCluster (kind: {kind!r})")
+    return documents
+
+
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(manifests, sort_keys=False)
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ray_workflow import crd_schema
 from ray_workflow.atomic_file import atomic_write_text
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_int
 from ray_workflow.crd_schema import CrdError
@@ -18,7 +19,7 @@ from ray_workflow.kuberay_manifest import (
     cluster_names,
     render,
 )
-from ray_workflow.launch import apply, down, load_validator, specs_for, to_yaml, validate
+from ray_workflow.launch import apply, down, load_validator, read_manifests, specs_for, to_yaml, validate
 
 PINNED_RAY_VERSION = "2.60.0"
 
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--crd", type=Path, help="RayCluster CRD to validate against (default: live, else bundled)")
     parser.add_argument("--dry_run", action="store_true", help="print the manifests; touch nothing")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="only check the RayCluster manifests in FILE against the CRD (--crd, else the bundled one); "
+        "exit 0 valid, 1 invalid, 2 unreadable",
+    )
     parser.add_argument("--output", type=Path, help="also write the manifests to this file")
     parser.add_argument("--kubectl_context", help="kubectl context to use")
     parser.add_argument(
@@ -94,9 +102,32 @@ def worker_groups(args: argparse.Namespace) -> tuple[WorkerGroup, ...]:
     )
 
 
+def check_file(path: Path, crd_file: Path | None) -> int:
+    """``--check FILE``: every RayCluster in FILE against the CRD, each problem on a line with its field path."""
+    try:
+        validator, source = load_validator(crd_file, None)
+        manifests = read_manifests(path)
+    except (ManifestError, CrdError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    invalid = 0
+    for index, manifest in enumerate(manifests):
+        name = manifest.get("metadata", {}).get("name") or f"document {index + 1}"
+        problems = crd_schema.errors(validator, manifest)
+        invalid += bool(problems)
+        for problem in problems:
+            print(f"{path}: {name}: {problem}")
+        if not problems:
+            print(f"{path}: {name}: valid")
+    print(f"{len(manifests) - invalid} of {len(manifests)} RayCluster(s) valid against {source}", file=sys.stderr)
+    return 1 if invalid else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kubectl = Kubectl(args.kubectl_context)
+    if args.check:
+        return check_file(args.check, args.crd)
     try:
         if args.down:
             deleted = down(args.name, args.namespace, kubectl)

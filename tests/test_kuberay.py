@@ -576,3 +576,83 @@ def test_dockerfile_installs_the_pinned_ray_with_isaac_sims_python():
     assert "wget" in dockerfile, "KubeRay's probes call wget"
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics" in dockerfile
     assert "/usr/local/nvidia/bin" in dockerfile, "GKE mounts nvidia-smi there"
+
+
+# A RayCluster in the shape of KubeRay's own samples (ray-cluster.sample.yaml): its worker group
+# leaves minReplicas and maxReplicas to the API server's defaults.
+SAMPLE_STYLE = """\
+apiVersion: ray.io/v1
+kind: RayCluster
+metadata:
+  name: raycluster-kuberay
+spec:
+  rayVersion: '2.52.0'
+  headGroupSpec:
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: ray-head
+          image: rayproject/ray:2.52.0
+          resources:
+            limits: {cpu: 1, memory: 2G}
+            requests: {cpu: 1, memory: 2G}
+          ports:
+          - containerPort: 6379
+            name: gcs-server
+  workerGroupSpecs:
+  - replicas: 1
+    groupName: workergroup
+    rayStartParams: {}
+    template:
+      spec:
+        containers:
+        - name: ray-worker
+          image: rayproject/ray:2.52.0
+          resources:
+            limits: {cpu: 1, memory: 1G}
+"""
+
+
+def check(tmp_path, text, *extra):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    return launch_main(["--check", str(path), *extra]), path
+
+
+def test_a_manifest_leaving_defaulted_required_fields_out_passes_as_the_api_server_accepts_it(tmp_path, capsys):
+    code, path = check(tmp_path, SAMPLE_STYLE)
+    assert code == 0, capsys.readouterr()
+    assert f"{path}: raycluster-kuberay: valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (("replicas: 1", "replicas: one"), "spec.workerGroupSpecs.0.replicas"),
+        (("groupName: workergroup", "groupNam: workergroup"), "spec.workerGroupSpecs.0"),
+        (("containerPort: 6379", "containerPort: 6379\n            protocl: TCP"), "ports.0"),
+        (("  headGroupSpec:", "  headGroupSpecs:"), "spec"),
+    ],
+)
+def test_check_still_names_the_field_of_a_wrong_type_a_misspelling_or_a_missing_section(
+    tmp_path, capsys, change, field
+):
+    code, path = check(tmp_path, SAMPLE_STYLE.replace(*change))
+    out = capsys.readouterr().out
+    assert code == 1 and f"{path}: raycluster-kuberay: " in out and field in out, out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("a: [unclosed", "not valid YAML"), ("kind: Pod\n", "document 1 is not a RayCluster"), ("", "no YAML document")],
+)
+def test_check_of_a_file_that_is_not_a_raycluster_manifest_exits_2(tmp_path, capsys, text, message):
+    code, _ = check(tmp_path, text)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_check_of_a_missing_file_exits_2(tmp_path, capsys):
+    assert launch_main(["--check", str(tmp_path / "nope.yaml")]) == 2
+    assert "No such file" in capsys.readouterr().err
