@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .devbundle/site.tar.xz: Ray 2.60.0 and the trainer's packages for Python 3.12 on x86-64,
+# Build .devbundle/site.tar.xz: Ray 2.60.0, the trainers' packages (SB3, rsl_rl) for Python 3.12 on x86-64,
 # for a GPU machine that has PyTorch but no Ray and no network (the lent device machines).
 # What that machine already has (numpy, pandas, pyarrow, grpcio, aiohttp, ...) is left out,
 # and so are Ray's Java jars, RLlib and test folders, to stay under the 64 MiB it may receive.
@@ -15,6 +15,9 @@ download=(python3 -m pip download --quiet --only-binary=:all: --python-version 3
 "${download[@]}" "ray[default,tune]==2.60.0" "optuna==5.0.0" "gymnasium==1.4.0" "tabulate==0.10.0" \
   "jsonschema==4.26.0"
 "${download[@]}" --no-deps "stable-baselines3==2.9.2"
+# rsl_rl's real runner (Isaac Lab's default RL library) for the Isaac-Lab-style GPU sweep.
+"${download[@]}" --no-deps "rsl-rl-lib==5.5.1" "tensordict==0.15.3" "pyvers==0.2.3" "GitPython==3.2.1" \
+  "gitdb==4.0.12" "smmap==5.0.3"
 already_there="aiohappyeyeballs aiohttp aiosignal attrs certifi charset_normalizer click cloudpickle filelock
   frozenlist fsspec grpcio idna markupsafe msgpack multidict numpy packaging pandas prometheus_client propcache
   protobuf pyarrow python_dateutil pyyaml requests six tabulate tqdm typing_extensions urllib3 wrapt yarl"

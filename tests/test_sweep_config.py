@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT
@@ -31,7 +32,11 @@ def test_shipped_configs_load_and_render_their_commands():
     assert cartpole.job.argv({"agent.learning_rate": 0.002}, None)[-1] == "agent.learning_rate=0.002"
     isaac = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/isaac_cartpole_rl_games.py")
     argv = isaac.job.argv(
-        {"agent.params.config.learning_rate": 0.0003, "agent.params.network.mlp.units": [64, 64]}, None
+        {"agent.params.config.learning_rate": 0.0003, "agent.params.network.mlp.units": [64, 64]},
+        None,
+        resume_from=Path("/ckpt/nn/last.pth"),
+        run_name="2026-11-26_10-00-00_abc_00001_f00d",
+        trial_index=1,
     )
     assert argv == [
         "/workspace/isaaclab/isaaclab.sh",
@@ -40,11 +45,21 @@ def test_shipped_configs_load_and_render_their_commands():
         "--task",
         "Isaac-Cartpole-v0",
         "--headless",
+        "--ray-proc-id",
+        "1",
         "agent.params.config.max_epochs=150",
+        "agent.params.config.full_experiment_name=2026-11-26_10-00-00_abc_00001_f00d",
+        "agent.params.config.save_frequency=25",
+        "--checkpoint",
+        "/ckpt/nn/last.pth",
         "agent.params.config.learning_rate=0.0003",
         "agent.params.network.mlp.units=[64,64]",
     ]
-    assert isaac.job.log_dir_flag is None and isaac.job.cwd == "/workspace/isaaclab"
+    isaaclab3 = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/isaaclab3_cartpole.py")
+    argv = isaaclab3.job.argv({"agent.algorithm.learning_rate": 0.001}, None, run_name="run-1", trial_index=3)
+    assert argv[:3] == ["isaaclab", "train", "--rl_library"] and "Isaac-Cartpole-Direct" in argv
+    assert argv[argv.index("--run_timestamp") + 1] == "run-1" and argv[argv.index("--ray-proc-id") + 1] == "3"
+    assert argv[-1] == "agent.algorithm.learning_rate=0.001" and "agent.save_interval=10" in argv
 
 
 def test_missing_file_is_named(tmp_path):
