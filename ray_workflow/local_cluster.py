@@ -10,6 +10,7 @@ still runs from that cluster's temp dir.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -74,17 +75,18 @@ class LocalCluster:
     num_gpus: int | None
     head_address: str | None = None
     token_file: str | None = None
+    node_ip: str = "127.0.0.1"
 
     def port(self, service: str) -> int:
         return self.base_port + SERVICE_PORTS.index(service)
 
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.port('gcs')}"
+        return f"{self.node_ip}:{self.port('gcs')}"
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.port('dashboard')}"
+        return f"http://{self.node_ip}:{self.port('dashboard')}"
 
 
 def ports_in_use(base_port: int) -> list[int]:
@@ -131,7 +133,7 @@ NODE_PORT_FLAGS = {
 def start_command(cluster: LocalCluster) -> list[str]:
     is_head = cluster.head_address is None
     role = (
-        ["--head", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true"]
+        ["--head", "--dashboard-host", cluster.node_ip, "--include-dashboard", "true"]
         if is_head
         else ["--address", cluster.head_address]
     )
@@ -142,7 +144,7 @@ def start_command(cluster: LocalCluster) -> list[str]:
         *role,
         "--disable-usage-stats",
         "--node-ip-address",
-        "127.0.0.1",
+        cluster.node_ip,
         "--temp-dir",
         cluster.temp_dir,
     ]
@@ -206,17 +208,24 @@ def start(
     timeout_s: float = 60.0,
     head_address: str | None = None,
     token_auth: bool = True,
+    node_ip: str = "127.0.0.1",
 ) -> LocalCluster:
     """Start a head node named ``name`` and wait until it accepts jobs.
 
     With ``head_address``, start a worker node joined to that head instead (a second
     "machine" of a cluster, for tests of node loss). With ``token_auth`` (the default) the
     head gets a token of its own, kept for our clients (``auth``), and a worker uses its head's.
+    The node announces itself and serves its dashboard on ``node_ip``: the loopback address
+    unless the user names one that other machines can reach.
     """
     try:
         check_cluster_name(name)
     except ClusterNameError as error:
         raise LocalClusterInputError(str(error)) from None
+    try:
+        ipaddress.ip_address(node_ip)
+    except ValueError:
+        raise LocalClusterInputError(f"--node_ip_address {node_ip!r}: not an IP address") from None
     if base_port is not None and not 1024 <= base_port <= 65535 - PORT_BLOCK:
         raise LocalClusterInputError(f"--base_port {base_port}: must be between 1024 and {65535 - PORT_BLOCK}")
     if _state_path(state_dir, name).exists():
@@ -232,7 +241,14 @@ def start(
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
     (Path(temp_dir) / OWNER_MARKER).write_text(name)
     cluster = LocalCluster(
-        name, base_port, temp_dir, pgid=0, num_cpus=num_cpus, num_gpus=num_gpus, head_address=head_address
+        name,
+        base_port,
+        temp_dir,
+        pgid=0,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        head_address=head_address,
+        node_ip=node_ip,
     )
     if token_auth and head_address is None:
         cluster.token_file = str(auth.save_token([cluster.gcs_address, cluster.dashboard_url], auth.new_token()))
@@ -369,6 +385,7 @@ def start_many(
     state_dir: Path = DEFAULT_STATE_DIR,
     progress: bool = True,
     token_auth: bool = True,
+    node_ip: str = "127.0.0.1",
 ) -> list[LocalCluster]:
     """Start ``count`` clusters; if one fails, the ones already started are stopped again.
 
@@ -388,7 +405,9 @@ def start_many(
     try:
         for index, member in enumerate(names):
             base = None if base_port is None else base_port + index * PORT_BLOCK
-            cluster = start(member, base, num_cpus, num_gpus, device_sets[index], state_dir, token_auth=token_auth)
+            cluster = start(
+                member, base, num_cpus, num_gpus, device_sets[index], state_dir, token_auth=token_auth, node_ip=node_ip
+            )
             started.append(cluster)
             if progress:
                 print(f"started {member}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)

@@ -33,6 +33,11 @@ def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> No
         "--base_port", type=positive_int, help="first port of the first cluster (default: a free block)"
     )
     parser.add_argument(
+        "--node_ip_address",
+        default="127.0.0.1",
+        help="address the cluster serves on (default: loopback only); a node address lets other machines join",
+    )
+    parser.add_argument(
         "--no_auth",
         action="store_true",
         help="no token authentication: only on a machine where you trust everyone who can reach its ports",
@@ -71,6 +76,7 @@ def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
         args.base_port,
         args.state_dir,
         token_auth=not args.no_auth,
+        node_ip=args.node_ip_address,
     )
 
 

@@ -234,3 +234,10 @@ def test_a_sweep_pointed_at_a_dead_address_fails_at_once_in_one_line():
     result = sweep_cli("--ray_address", "127.0.0.1:1")
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "no Ray cluster answers there" in result.stderr and time.monotonic() - started < 60
+
+
+def test_a_node_address_that_is_not_an_ip_is_refused(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    result = subprocess.run([*cli, "up", "--node_ip_address", "0.0.0.0; rm -rf ~"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--node_ip_address '0.0.0.0; rm -rf ~': not an IP address" in result.stderr
+    assert not (tmp_path / "state").exists()
