@@ -12,6 +12,7 @@ from tabulate import tabulate
 from ray_workflow import auth
 from ray_workflow.cli_types import non_negative_float, positive_int
 from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check
+from ray_workflow.connection import ClusterUnreachable, ConnectionInputError, check_reachable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if args.address:
+        try:
+            check_reachable(args.address, "--address")
+        except (ClusterUnreachable, ConnectionInputError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2 if isinstance(error, ConnectionInputError) else 1
         auth.prepare_driver(args.address)
     ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
     try:

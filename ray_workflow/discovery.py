@@ -11,7 +11,7 @@ from subprocess import Popen
 from typing import Any
 
 from ray_workflow import auth
-from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url
+from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url, redact
 from ray_workflow.kubectl import Kubectl, KubectlError
 from ray_workflow.launch import our_clusters
 from ray_workflow.names import is_member
@@ -23,6 +23,10 @@ _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(?P<port>\d+) ->")
 
 class DiscoveryError(RuntimeError):
     """Clusters that could not be found or never became ready; the message names them."""
+
+
+class DiscoveryInputError(DiscoveryError, ValueError):
+    """Addresses or names the user gave that cannot be written as clusters."""
 
 
 def _head_state(pod: dict[str, Any] | None) -> tuple[bool, str]:
@@ -157,12 +161,14 @@ def port_forward(names: list[str], namespace: str, kubectl: Kubectl, timeout_s: 
 def given_addresses(addresses: list[str], names: list[str]) -> list[ClusterAddress]:
     """Addresses typed by the user (dashboard URLs or HOST:PORT), named in order or after themselves."""
     if names and len(names) != len(addresses):
-        raise DiscoveryError(f"{len(names)} --cluster_name for {len(addresses)} --address; give one per address")
+        raise DiscoveryInputError(f"{len(names)} --cluster_name for {len(addresses)} --address; give one per address")
     clusters = []
     for index, text in enumerate(addresses):
         url = dashboard_url(text)
         if url is None:
-            raise DiscoveryError(f"--address {text!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)")
+            raise DiscoveryInputError(
+                f"--address {redact(text)!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)"
+            )
         clusters.append(ClusterAddress(names[index] if names else None, url))
     return clusters
 

@@ -12,6 +12,7 @@ from ray_workflow import local_cluster as lc
 from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
     DiscoveryError,
+    DiscoveryInputError,
     given_addresses,
     keep_tokens,
     pod_addresses,
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _kubectl(args) if args.source == "kubectl" else _ray(args)
+    except (DiscoveryInputError, address_file.AddressFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (DiscoveryError, KubectlError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

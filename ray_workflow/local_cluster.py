@@ -286,6 +286,8 @@ def start(
 
 def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
     """The clusters recorded in ``state_dir``, by name; a damaged record is reported and skipped."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise LocalClusterInputError(f"--state_dir {state_dir}: is a file, not a folder")
     if not state_dir.is_dir():
         return []
     clusters = []
@@ -423,6 +425,11 @@ def stop_matching(name: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list
 
     One cluster that cannot be stopped does not keep the others running.
     """
+    if name is not None:
+        try:
+            check_cluster_name(name)
+        except ClusterNameError as error:
+            raise LocalClusterInputError(str(error)) from None
     chosen = [c for c in load_all(state_dir) if name is None or is_member(c.name, name)]
     failed = []
     for cluster in chosen:

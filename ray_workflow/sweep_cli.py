@@ -8,8 +8,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
+from ray_workflow.connection import ClusterUnreachable
 from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
-from ray_workflow.tuning import SCHEDULERS, SEARCHERS, ClusterUnreachable, TunerSettings, run_sweep
+from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
 
 
 def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
+from ray_workflow.connection import ConnectionInputError, check_reachable, resolve_address
 from ray_workflow.report import SweepReport, write_report
 from ray_workflow.sweep import Sweep, SweepConfigError
 from ray_workflow.trainable import CommandTrainable
@@ -148,45 +148,6 @@ def resolve_storage(storage_path: str) -> str:
     return str(path)
 
 
-class ClusterUnreachable(RuntimeError):
-    """No Ray cluster answers where the sweep was told to run (or several could be meant)."""
-
-
-def resolve_address(address: str) -> str:
-    """``auto`` as one cluster's address, named; several running clusters are refused, not guessed between.
-
-    ``RAY_ADDRESS`` (set by ``ray job submit`` and ``local_clusters.py run``) wins; otherwise
-    the GCS processes running on this machine are the candidates.
-    """
-    if address != "auto":
-        return address
-    if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
-    from ray._private.services import find_gcs_addresses
-
-    running = sorted(find_gcs_addresses())
-    if len(running) > 1:
-        raise ClusterUnreachable(
-            f"--ray_address auto: {len(running)} Ray clusters run on this machine ({', '.join(running)}); "
-            "pass one of them with --ray_address"
-        )
-    if not running:
-        raise ClusterUnreachable("--ray_address auto: no Ray cluster runs here; pass --ray_address ADDRESS or local")
-    return running[0]
-
-
-def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """Fail within ``timeout_s`` if nothing listens at the address (Ray itself retries for minutes)."""
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not port.isdigit() or not host:
-        raise SweepConfigError(f"--ray_address {address!r}: expected HOST:PORT, auto or local")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise ClusterUnreachable(f"--ray_address {address}: no Ray cluster answers there ({error})") from None
-
-
 def connect(address: str) -> None:
     """Connect to (or, with ``local``, start) a Ray cluster that can import this folder's code."""
     if ray.is_initialized():
@@ -196,7 +157,10 @@ def connect(address: str) -> None:
     if address != "local":
         address = resolve_address(address)
         if not in_job_with_code:
-            check_reachable(address)
+            try:
+                check_reachable(address)
+            except ConnectionInputError as error:
+                raise SweepConfigError(str(error)) from None
         print(f"Connecting to the Ray cluster at {address}", flush=True)
         auth.prepare_driver(address)
     runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}

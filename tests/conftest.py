@@ -66,6 +66,16 @@ def wait_until_gone(text: str, timeout_s: float = 10.0) -> list[psutil.Process]:
     return left
 
 
+def wait_for(condition, timeout_s: float, what: str):
+    """``condition()``'s first true value, polled until ``timeout_s``; a timeout fails the test, naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def saved_sweep_state(experiment: Path) -> tuple[list[Path], list[Path]] | None:
     """From Tune's own saved experiment state: the finished trials' folders and those of unfinished
     trials with a checkpoint, once it records both (what a resume would start from); else None.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PROJECT_ROOT, saved_sweep_state
+from conftest import PROJECT_ROOT, saved_sweep_state, wait_for
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_workflow.report import ERROR, FINISHED, STOPPED
@@ -151,15 +151,6 @@ def sweep_command(address: str, storage: Path, name: str, *extra: str) -> list[s
         "600",
         *extra,
     ]
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_trainer_is_retried_from_its_model_checkpoint_and_continues_the_iteration_count(

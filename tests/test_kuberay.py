@@ -656,3 +656,12 @@ def test_check_of_a_file_that_is_not_a_raycluster_manifest_exits_2(tmp_path, cap
 def test_check_of_a_missing_file_exits_2(tmp_path, capsys):
     assert launch_main(["--check", str(tmp_path / "nope.yaml")]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_grok_ray_address_refuses_a_bad_address_in_one_line_without_echoing_credentials(tmp_path, capsys):
+    output = tmp_path / "ray_address"
+    code = discovery_main(["ray", "--address", "http://me:hunter2@10.0.0.5:notaport", "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a Ray address" in err and "hunter2" not in err and not output.exists()
+    code = discovery_main(["ray", "--address", "10.0.0.5:8265", "--cluster_name", "two\nlines", "--output", str(output)])
+    assert code == 2 and "cannot be written" in capsys.readouterr().err and not output.exists()

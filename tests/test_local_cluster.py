@@ -241,3 +241,29 @@ def test_a_node_address_that_is_not_an_ip_is_refused(tmp_path):
     result = subprocess.run([*cli, "up", "--node_ip_address", "0.0.0.0; rm -rf ~"], capture_output=True, text=True)
     assert result.returncode == 2 and "--node_ip_address '0.0.0.0; rm -rf ~': not an IP address" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["down", "--name", ""], "--name '' is not a valid Kubernetes name"),
+        (["--state_dir", "/etc/hostname", "status"], "is a file, not a folder"),
+    ],
+)
+def test_down_and_status_refuse_a_bad_name_or_state_dir_in_one_line(args, message):
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), *args], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_the_cluster_check_pointed_at_a_dead_address_fails_at_once_in_one_line():
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "test_kuberay_config.py"), "--address", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "--address 127.0.0.1:1: no Ray cluster answers there" in result.stderr
+    assert result.stderr.count("\n") == 1 and time.monotonic() - started < 60

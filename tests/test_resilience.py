@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_until_gone
+from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_for, wait_until_gone
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
@@ -69,15 +69,6 @@ def sweep_command(config: Path, address: str, storage: Path, name: str, *extra: 
         "120",
         *extra,
     ]
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def results_by_trial(experiment: Path) -> dict[str, dict]:
