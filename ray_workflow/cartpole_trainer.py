@@ -156,6 +156,7 @@ def train(settings: TrainerSettings) -> float:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
     from torch.utils.tensorboard import SummaryWriter
 
     torch.set_num_threads(settings.torch_threads)
@@ -178,6 +179,9 @@ def train(settings: TrainerSettings) -> float:
         )
     else:
         model = PPO("MlpPolicy", env, seed=settings.seed, device=settings.device, verbose=0, **settings.agent)
+    # Our scalars go through our writer; without a logger of its own, SB3 makes a new empty
+    # /tmp/SB3-<time> folder at every learn() call, that is every iteration.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     steps_per_iteration = settings.agent["n_steps"] * settings.num_envs
     writer = SummaryWriter(log_dir=str(log_dir))
     mean_return = float("nan")

@@ -663,5 +663,7 @@ def test_grok_ray_address_refuses_a_bad_address_in_one_line_without_echoing_cred
     code = discovery_main(["ray", "--address", "http://me:hunter2@10.0.0.5:notaport", "--output", str(output)])
     err = capsys.readouterr().err
     assert code == 2 and "is not a Ray address" in err and "hunter2" not in err and not output.exists()
-    code = discovery_main(["ray", "--address", "10.0.0.5:8265", "--cluster_name", "two\nlines", "--output", str(output)])
+    code = discovery_main(
+        ["ray", "--address", "10.0.0.5:8265", "--cluster_name", "two\nlines", "--output", str(output)]
+    )
     assert code == 2 and "cannot be written" in capsys.readouterr().err and not output.exists()
