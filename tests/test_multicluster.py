@@ -245,3 +245,37 @@ def test_a_zero_or_nan_connect_timeout_is_refused_by_the_parser(tmp_path):
     for value in ("0", "nan", "-1", "inf"):
         result = submit("--connect_timeout_s", value, "job.py")
         assert result.returncode == 2 and "--connect_timeout_s" in result.stderr and value in result.stderr
+
+
+def test_a_cluster_refuses_a_client_without_its_token_and_another_clusters_token(clusters):
+    from ray.job_submission import JobSubmissionClient
+
+    from ray_workflow import auth
+
+    first, second = clusters
+    entrypoint = "python -c 'print(1)'"
+    with pytest.raises(Exception, match="(?i)auth|401|403|token"):
+        JobSubmissionClient(first.dashboard_url, headers={"Authorization": "Bearer not-the-token"}).submit_job(
+            entrypoint=entrypoint
+        )
+    with pytest.raises(Exception, match="(?i)auth|401|403|token"):
+        JobSubmissionClient(first.dashboard_url, headers=auth.http_headers(second.dashboard_url)).submit_job(
+            entrypoint=entrypoint
+        )
+    client = JobSubmissionClient(first.dashboard_url, headers=auth.http_headers(first.dashboard_url))
+    assert client.submit_job(entrypoint=entrypoint)
+
+
+def test_secrets_beside_the_scripts_are_not_uploaded_with_the_job(addresses, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for secret in (".env", "id_rsa", "kubeconfig", "gcp-credentials.json", "server.key"):
+        (work / secret).write_text("SECRET")
+    (work / "list_files.py").write_text("import os\nprint('files:', sorted(os.listdir('.')))\n")
+    result = submit("--address_file", str(addresses), "--working_dir", str(work), "list_files.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    listings = [line for line in result.stdout.splitlines() if "files:" in line]
+    assert listings and all("list_files.py" in line for line in listings)
+    assert not any(
+        secret in line for line in listings for secret in (".env", "id_rsa", "kubeconfig", "credentials", ".key")
+    )

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import subprocess
 import sys
 import time
 
@@ -227,3 +228,11 @@ def test_log_root_relative_to_the_trainers_cwd_is_found(ray_driver, tmp_path):
     (trial,) = report.trials
     assert trial.status == FINISHED and trial.iterations == 6 and trial.best_metric == 12.0
     assert_every_result_is_the_trials_own(report, tmp_path / "storage" / "exp")
+
+
+def test_numeric_tuner_flags_refuse_nan_infinity_and_nonsense_in_one_line():
+    config = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "cartpole_sweep.py"
+    for flag, value in (("--cpus_per_trial", "nan"), ("--trial_timeout_s", "nan"), ("--trial_timeout_s", "0"),
+                        ("--gpus_per_trial", "-1"), ("--max_failures", "inf"), ("--num_samples", "2.5")):  # fmt: skip
+        result = subprocess.run([sys.executable, str(config), flag, value], capture_output=True, text=True)
+        assert result.returncode == 2 and f"argument {flag}" in result.stderr and "Traceback" not in result.stderr
