@@ -7,7 +7,6 @@ own ``EventFileLoader``, which keeps each file open at its offset.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,14 +32,13 @@ def event_files(log_dir: Path) -> frozenset[Path]:
 class ScalarReader:
     """Follows every event file under a log directory and groups new scalars by step.
 
-    ``min_mtime`` ignores event files last written before a time (older runs that share
-    an Isaac Lab log root); ``ignore`` names files that belong to an earlier process
-    (a trainer restarted from a checkpoint in the same directory).
+    ``ignore`` names files that belong to an earlier process (a trainer restarted from a
+    checkpoint in the same directory). The directory is one run's own: a root that several
+    runs share (Isaac Lab's ``logs/<library>/<experiment>``) is never read as a whole.
     """
 
-    def __init__(self, log_dir: Path | str, min_mtime: float = 0.0, ignore: frozenset[Path] = frozenset()) -> None:
+    def __init__(self, log_dir: Path | str, ignore: frozenset[Path] = frozenset()) -> None:
         self.log_dir = Path(log_dir)
-        self.min_mtime = min_mtime
         self.ignore = ignore
         self._loaders: dict[Path, EventFileLoader] = {}
         self._pending: dict[int, MetricRow] = {}
@@ -50,11 +48,6 @@ class ScalarReader:
             return
         for path in event_files(self.log_dir):
             if path in self._loaders or path in self.ignore:
-                continue
-            try:
-                if os.stat(path).st_mtime < self.min_mtime:
-                    continue
-            except FileNotFoundError:
                 continue
             self._loaders[path] = EventFileLoader(str(path))
 

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +215,6 @@ class TrainingProcess:
         self.output_path = output_path
         self.cwd = Path(cwd).resolve() if cwd else Path.cwd()
         self.run_name = run_name
-        self.started_at = time.time()
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._log_root: str | None = None
         self._run_name: str | None = None

@@ -1,6 +1,3 @@
-import os
-import time
-
 from torch.utils.tensorboard import SummaryWriter
 
 from ray_workflow.tensorboard_metrics import ScalarReader
@@ -49,15 +46,6 @@ def test_an_iteration_without_the_required_tag_waits_for_a_later_step_or_the_end
 def test_event_files_in_subdirectories_are_followed(tmp_path):
     write(tmp_path / "run" / "summaries", range(2))
     assert [row.step for row in ScalarReader(tmp_path).poll(final=True)] == [0, 1]
-
-
-def test_files_older_than_min_mtime_are_ignored(tmp_path):
-    write(tmp_path / "old_run", range(5))
-    old_file = next((tmp_path / "old_run").iterdir())
-    os.utime(old_file, (time.time() - 3600, time.time() - 3600))
-    write(tmp_path / "new_run", [7])
-    rows = ScalarReader(tmp_path, min_mtime=time.time() - 60).poll(final=True)
-    assert [row.step for row in rows] == [7]
 
 
 def test_a_missing_log_dir_is_not_an_error_until_it_appears(tmp_path):
