@@ -36,12 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.num_jobs < 1 or args.gpus_per_job < 0:
-        print(
-            f"error: --num_jobs {args.num_jobs} and --gpus_per_job {args.gpus_per_job:g} must be positive",
-            file=sys.stderr,
-        )
-        return 2
     if args.address:
         try:
             check_reachable(args.address, "--address")

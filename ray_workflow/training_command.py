@@ -156,7 +156,7 @@ class WarmCacheLock:
         self.marker = folder / f".isaaclab_ray_warm_{key}"
         self._handle = None
         if not self.marker.exists():
-            self._handle = open(folder / ".isaaclab_ray_warm.lock", "w")  # noqa: SIM115 - held until release
+            self._handle = open(folder / ".isaaclab_ray_warm.lock", "w")  # held until release(), not a with-block
             fcntl.flock(self._handle, fcntl.LOCK_EX)
             if self.marker.exists():  # another trial warmed the cache while we waited
                 self.release()

@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -46,24 +46,34 @@ def ray_driver(ray_cluster: local_cluster.LocalCluster) -> Iterator[local_cluste
     ray.shutdown()
 
 
-def processes_mentioning(text: str) -> list[psutil.Process]:
-    """Live processes whose command line contains ``text`` (a test's unique temp path): for checks only."""
+def live_processes(matches: Callable[[dict], bool]) -> list[psutil.Process]:
+    """Live processes whose ``cmdline``, ``cwd`` and ``status`` info ``matches``: for checks only."""
     found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
         try:
-            if process.info["status"] != psutil.STATUS_ZOMBIE and any(text in arg for arg in process.info["cmdline"]):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and matches(process.info):
                 found.append(process)
         except (psutil.NoSuchProcess, TypeError):
             continue
     return found
 
 
-def wait_until_gone(text: str, timeout_s: float = 10.0) -> list[psutil.Process]:
-    """Processes mentioning ``text`` still alive after ``timeout_s`` (empty when all have ended)."""
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    """Live processes whose command line contains ``text`` (a test's unique temp path)."""
+    return live_processes(lambda info: any(text in arg for arg in info["cmdline"]))
+
+
+def wait_until_none(find: Callable[[], list[psutil.Process]], timeout_s: float) -> list[psutil.Process]:
+    """What ``find()`` still returns after ``timeout_s`` (empty as soon as it finds nothing)."""
     deadline = time.monotonic() + timeout_s
-    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+    while (left := find()) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def wait_until_gone(text: str, timeout_s: float = 10.0) -> list[psutil.Process]:
+    """Processes mentioning ``text`` still alive after ``timeout_s`` (empty when all have ended)."""
+    return wait_until_none(lambda: processes_mentioning(text), timeout_s)
 
 
 def wait_for(condition, timeout_s: float, what: str):

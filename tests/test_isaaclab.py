@@ -12,12 +12,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PROJECT_ROOT, saved_sweep_state, wait_for
+from conftest import PROJECT_ROOT, live_processes, saved_sweep_state, wait_for, wait_until_none
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_workflow.report import ERROR, FINISHED, STOPPED
@@ -69,19 +68,11 @@ def sweep_settings(tmp_path, **changes):
 
 def trainers_in(cwd: str) -> list[psutil.Process]:
     """Live Isaac Lab trainers started in ``cwd`` (their command line does not name it)."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
-        info = process.info
-        if info["status"] != psutil.STATUS_ZOMBIE and info["cwd"] == cwd and "--rl_library" in (info["cmdline"] or []):
-            found.append(process)
-    return found
+    return live_processes(lambda info: info["cwd"] == cwd and "--rl_library" in (info["cmdline"] or []))
 
 
 def wait_until_no_trainer_in(cwd: str, timeout_s: float = 30) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while (left := trainers_in(cwd)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
+    return wait_until_none(lambda: trainers_in(cwd), timeout_s)
 
 
 def run_folder_of(trial_id: str, cwd: Path) -> Path:
