@@ -1,9 +1,7 @@
 """Several independent Ray clusters on one machine, each on its own ports and temp dir.
 
-Ray clusters on one host collide unless every port differs (GCS, dashboard, client
-server, dashboard agent, runtime-env agent, node manager, object manager, metrics,
-worker range, and the two metric ports set by environment variables) and each has its
-own temp dir. ``ray stop`` would stop every cluster on the machine, so a cluster is
+Ray clusters on one host collide unless every port differs (``ray_ports``) and each has
+its own temp dir. ``ray stop`` would stop every cluster on the machine, so a cluster is
 stopped by ending the process group that started it, after checking that the group
 still runs from that cluster's temp dir.
 """
@@ -24,32 +22,16 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ray_workflow import auth
+from ray_workflow import auth, ray_ports
 from ray_workflow.atomic_file import atomic_write_text
 from ray_workflow.names import ClusterNameError, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
+from ray_workflow.ray_ports import PORT_BLOCK, SERVICE_PORTS, WORKER_PORTS
 
 logger = logging.getLogger(__name__)
 
-PORT_BLOCK = 200  # ports reserved for one cluster: 11 service ports, then 100 worker ports
-WORKER_PORTS = range(100, 200)
 DEFAULT_BASE_PORT = 21000
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
-SERVICE_PORTS = (
-    "gcs",
-    "dashboard",
-    "client_server",
-    "dashboard_agent_listen",
-    "dashboard_agent_grpc",
-    "runtime_env_agent",
-    "node_manager",
-    "object_manager",
-    "metrics_export",
-    "autoscaler_metric",
-    "dashboard_metric",
-)
-
-
 # Written into every temp dir we create; a temp dir is deleted only if it holds this file naming its cluster.
 OWNER_MARKER = ".isaaclab_ray_cluster"
 
@@ -78,7 +60,7 @@ class LocalCluster:
     node_ip: str = "127.0.0.1"
 
     def port(self, service: str) -> int:
-        return self.base_port + SERVICE_PORTS.index(service)
+        return self.base_port + ray_ports.offset(service)
 
     @property
     def gcs_address(self) -> str:
@@ -118,18 +100,6 @@ def _ray_executable() -> str:
     return str(candidate) if candidate.exists() else "ray"
 
 
-# `ray start` flags that take one of a cluster's ports: the head's own, then every node's.
-HEAD_PORT_FLAGS = {"--port": "gcs", "--dashboard-port": "dashboard", "--ray-client-server-port": "client_server"}
-NODE_PORT_FLAGS = {
-    "--dashboard-agent-listen-port": "dashboard_agent_listen",
-    "--dashboard-agent-grpc-port": "dashboard_agent_grpc",
-    "--runtime-env-agent-port": "runtime_env_agent",
-    "--node-manager-port": "node_manager",
-    "--object-manager-port": "object_manager",
-    "--metrics-export-port": "metrics_export",
-}
-
-
 def start_command(cluster: LocalCluster) -> list[str]:
     is_head = cluster.head_address is None
     role = (
@@ -137,7 +107,6 @@ def start_command(cluster: LocalCluster) -> list[str]:
         if is_head
         else ["--address", cluster.head_address]
     )
-    port_flags = {**(HEAD_PORT_FLAGS if is_head else {}), **NODE_PORT_FLAGS}
     command = [
         _ray_executable(),
         "start",
@@ -148,14 +117,7 @@ def start_command(cluster: LocalCluster) -> list[str]:
         "--temp-dir",
         cluster.temp_dir,
     ]
-    for flag, service in port_flags.items():
-        command += [flag, str(cluster.port(service))]
-    command += [
-        "--min-worker-port",
-        str(cluster.base_port + WORKER_PORTS.start),
-        "--max-worker-port",
-        str(cluster.base_port + WORKER_PORTS.stop - 1),
-    ]
+    command += ray_ports.start_flags(cluster.base_port, head=is_head)
     if cluster.num_cpus is not None:
         command += ["--num-cpus", str(cluster.num_cpus)]
     if cluster.num_gpus is not None:
@@ -168,8 +130,7 @@ def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = 
         **{key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH_")},
         **auth.cluster_environment(Path(cluster.token_file) if cluster.token_file else None),
         "RAY_USAGE_STATS_ENABLED": "0",
-        "AUTOSCALER_METRIC_PORT": str(cluster.port("autoscaler_metric")),
-        "DASHBOARD_METRIC_PORT": str(cluster.port("dashboard_metric")),
+        **ray_ports.metric_environment(cluster.base_port),
     }
     # A job's `python` is the first one on the PATH that `ray start` saw: make it ours.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
