@@ -8,7 +8,7 @@ ISAACLAB_VENV := .venv-isaaclab
 ISAACLAB_INSTALLED := $(ISAACLAB_VENV)/.installed
 ISAACLAB_ENV := ISAACLAB=$(abspath $(ISAACLAB_VENV))/bin/isaaclab ISAACSIM_ASSET_ROOT=$(abspath $(ISAACLAB_VENV))/assets
 
-.PHONY: demo demo-isaaclab isaaclab test lint clean
+.PHONY: demo demo-isaaclab isaaclab slurm test lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,17 @@ demo-isaaclab: $(INSTALLED) $(ISAACLAB_INSTALLED)
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
-test: lint $(ISAACLAB_INSTALLED)
+# A real SLURM for the tests: Debian's packages (CI runs as root). The tests start its daemons themselves.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+slurm:
+	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $(SLURM_PACKAGES) >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; \
+	else echo "make slurm: needs root to install $(SLURM_PACKAGES); the SLURM tests will be skipped"; fi
+
+test: lint slurm $(ISAACLAB_INSTALLED)
 	$(PY) -m pytest
 
 clean:

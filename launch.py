@@ -1,17 +1,328 @@
-"""Start Ray clusters on Kubernetes through KubeRay (renders cluster_configs/<host>/kuberay.yaml.jinja).
+"""Start Ray clusters on Kubernetes through KubeRay, or on SLURM, with the same flags.
 
     python launch.py --cluster_host google_cloud --namespace NS --image IMG \\
         --min_workers 4 --max_workers 16 --num_clusters 3
     python launch.py --dry_run --cluster_host local          # print the validated manifests, touch nothing
     python launch.py --down --name isaac-lab-hyperparameter-tuner
+    python launch.py --cluster_host slurm --partition gpu --time 4:00:00 --max_workers 3 --gpu_per_worker 4
+    python launch.py --cluster_host slurm --down --name isaac-lab-hyperparameter-tuner
+
+KubeRay hosts render cluster_configs/<host>/kuberay.yaml.jinja, check it against the RayCluster
+CRD and apply it with kubectl (ray_workflow/launch.py). SLURM renders
+cluster_configs/slurm/ray_cluster.sbatch.jinja, submits one job per cluster, waits until every
+node has joined and writes the addresses to ~/.ray_address (ray_workflow/slurm.py).
 """
 
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow.launch_cli import main  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from ray_workflow import address_file, crd_schema, slurm  # noqa: E402
+from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
+from ray_workflow.crd_schema import CrdError  # noqa: E402
+from ray_workflow.kubectl import Kubectl, KubectlError  # noqa: E402
+from ray_workflow.kuberay_manifest import (  # noqa: E402
+    ClusterSpec,
+    ManifestError,
+    available_hosts,
+    cluster_names,
+    render,
+    worker_groups,
+)
+from ray_workflow.launch import apply, down, load_validator, read_manifests, specs_for, to_yaml, validate  # noqa: E402
+from ray_workflow.names import ClusterNameError  # noqa: E402
+
+SLURM = "slurm"
+# Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
+KUBERAY_DEFAULTS = {
+    "namespace": "default",
+    "image": None,
+    "min_workers": [0],
+    "worker_accelerator": ["nvidia-l4"],
+    "num_head_cpu": 8.0,
+    "head_ram_gb": 32.0,
+    "ray_version": importlib.metadata.version("ray"),
+    "service_account_name": None,
+    "crd": None,
+    "output": None,
+    "kubectl_context": None,
+}
+SLURM_DEFAULTS = {
+    "partition": None,
+    "account": None,
+    "time": None,
+    "gres": None,
+    "setup": [],
+    "base_port": slurm.DEFAULT_BASE_PORT,
+    "state_dir": slurm.DEFAULT_STATE_DIR,
+    "address_file": address_file.DEFAULT_PATH,
+    "timeout_s": 600.0,
+    "no_wait": False,
+    "status": False,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--cluster_host", default="google_cloud", help=f"one of {', '.join(available_hosts())}, {SLURM}"
+    )
+    parser.add_argument(
+        "--name", default="isaac-lab-hyperparameter-tuner", help="cluster name (<name>-1..N with --num_clusters)"
+    )
+    parser.add_argument("--num_clusters", type=positive_int, default=1, help="clusters <name>-1 .. <name>-N when N > 1")
+    parser.add_argument("--storage_uri", help="where experiments go, e.g. gs://bucket/ray (ISAACLAB_RAY_STORAGE_URI)")
+    parser.add_argument(
+        "--no_auth",
+        action="store_true",
+        help="no Ray token authentication: anyone who reaches the head inside the cluster network can run code",
+    )
+    parser.add_argument("--dry_run", action="store_true", help="print the manifests or batch scripts; touch nothing")
+    parser.add_argument(
+        "--down", action="store_true", help="delete our cluster --name (or its numbered clusters --name-N)"
+    )
+    group = parser.add_argument_group(
+        "workers (KubeRay: one value per worker group, a single value applies to all; SLURM: one value, "
+        "--max_workers worker nodes besides the head node, every node alike)"
+    )
+    group.add_argument("--max_workers", type=non_negative_int, nargs="+", default=[4])
+    group.add_argument("--gpu_per_worker", type=non_negative_int, nargs="+", default=[1])
+    group.add_argument("--cpu_per_worker", type=non_negative_float, nargs="+", default=[8])
+    group.add_argument("--ram_gb_per_worker", type=non_negative_float, nargs="+", default=[32])
+
+    kuberay = parser.add_argument_group("KubeRay only")
+    kuberay.add_argument("--namespace", help=f"default {KUBERAY_DEFAULTS['namespace']}")
+    kuberay.add_argument("--image", help="container image with Isaac Lab and Ray (required unless --dry_run)")
+    kuberay.add_argument("--min_workers", type=non_negative_int, nargs="+", help="default 0")
+    kuberay.add_argument(
+        "--worker_accelerator", nargs="+", help="GKE accelerator type of each group's nodes (google_cloud only)"
+    )
+    kuberay.add_argument("--num_head_cpu", type=non_negative_float, help="default 8")
+    kuberay.add_argument("--head_ram_gb", type=non_negative_float, help="default 32")
+    kuberay.add_argument(
+        "--ray_version",
+        help=f"must match the Ray in the image (default: this environment's, {KUBERAY_DEFAULTS['ray_version']})",
+    )
+    kuberay.add_argument("--service_account_name", help="service account of the pods (e.g. for GCS access)")
+    kuberay.add_argument("--crd", type=Path, help="RayCluster CRD to validate against (default: live, else bundled)")
+    kuberay.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="only check the RayCluster manifests in FILE against the CRD (--crd, else the bundled one); "
+        "exit 0 valid, 1 invalid, 2 unreadable",
+    )
+    kuberay.add_argument("--output", type=Path, help="also write the manifests to this file")
+    kuberay.add_argument("--kubectl_context", help="kubectl context to use")
+
+    on_slurm = parser.add_argument_group("SLURM only")
+    on_slurm.add_argument("--partition", help="partition to run in (default: the cluster's default partition)")
+    on_slurm.add_argument("--account", help="account to charge")
+    on_slurm.add_argument("--time", help="time limit, e.g. 4:00:00 (default: the partition's)")
+    on_slurm.add_argument("--gres", help="generic resources per node, e.g. gpu:a100:4 (instead of --gpu_per_worker)")
+    on_slurm.add_argument(
+        "--setup",
+        action="append",
+        help="a shell line run on every node before Ray starts, e.g. 'module load cuda' (repeatable)",
+    )
+    on_slurm.add_argument(
+        "--base_port",
+        type=positive_int,
+        help="Ray node i of cluster k takes the 200 ports from base_port + 200 * (k * nodes + i) "
+        f"(default {slurm.DEFAULT_BASE_PORT})",
+    )
+    on_slurm.add_argument(
+        "--state_dir",
+        type=Path,
+        help=f"a folder the compute nodes share with this machine, for tokens and head addresses "
+        f"(default {slurm.DEFAULT_STATE_DIR})",
+    )
+    on_slurm.add_argument(
+        "--address_file", type=Path, help=f"where to write the addresses (default {address_file.DEFAULT_PATH})"
+    )
+    on_slurm.add_argument("--timeout_s", type=positive_float, help="wait this long for the clusters (default 600)")
+    on_slurm.add_argument(
+        "--no_wait",
+        action="store_true",
+        default=None,
+        help="submit and return; grok_slurm_address.sh writes the addresses later",
+    )
+    on_slurm.add_argument(
+        "--status",
+        action="store_true",
+        default=None,
+        help="list our SLURM clusters launched from here and their job states",
+    )
+    return parser
+
+
+def with_host_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse the flags of the other kind of host, then fill in this kind's defaults."""
+    on_slurm = args.cluster_host == SLURM
+    foreign = KUBERAY_DEFAULTS if on_slurm else SLURM_DEFAULTS
+    if args.check is not None:
+        foreign = SLURM_DEFAULTS
+    given = [name for name in foreign if getattr(args, name) is not None]
+    if given:
+        where = "on SLURM" if on_slurm else f"with --cluster_host {args.cluster_host}"
+        raise ManifestError(f"--{given[0]} does not apply {where}")
+    for name, default in (SLURM_DEFAULTS if on_slurm else KUBERAY_DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
+
+
+def check_file(path: Path, crd_file: Path | None) -> int:
+    """``--check FILE``: every RayCluster in FILE against the CRD, each problem on a line with its field path."""
+    try:
+        validator, source = load_validator(crd_file, None)
+        manifests = read_manifests(path)
+    except (ManifestError, CrdError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    invalid = 0
+    for index, manifest in enumerate(manifests):
+        metadata = manifest.get("metadata")
+        name = (metadata.get("name") if isinstance(metadata, dict) else None) or f"document {index + 1}"
+        problems = crd_schema.errors(validator, manifest)
+        invalid += bool(problems)
+        for problem in problems:
+            print(f"{path}: {name}: {problem}")
+        if not problems:
+            print(f"{path}: {name}: valid")
+    print(f"{len(manifests) - invalid} of {len(manifests)} RayCluster(s) valid against {source}", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def kuberay_main(args: argparse.Namespace) -> int:
+    kubectl = Kubectl(args.kubectl_context)
+    if args.down:
+        deleted = down(args.name, args.namespace, kubectl)
+        print(
+            f"deleted RayCluster {', '.join(deleted)}"
+            if deleted
+            else f"no RayCluster of ours named {args.name!r} (or {args.name}-N) in namespace {args.namespace}"
+        )
+        return 0
+    if not args.image and not args.dry_run:
+        raise ManifestError("--image is required (the container image with Isaac Lab and Ray)")
+    base = ClusterSpec(
+        name=args.name,
+        namespace=args.namespace,
+        image=args.image or "IMAGE",
+        ray_version=args.ray_version,
+        head_cpus=args.num_head_cpu,
+        head_ram_gb=args.head_ram_gb,
+        worker_groups=worker_groups(
+            min_workers=args.min_workers,
+            max_workers=args.max_workers,
+            gpu_per_worker=args.gpu_per_worker,
+            cpu_per_worker=args.cpu_per_worker,
+            ram_gb_per_worker=args.ram_gb_per_worker,
+            worker_accelerator=args.worker_accelerator,
+        ),
+        service_account_name=args.service_account_name,
+        storage_uri=args.storage_uri,
+        token_auth=not args.no_auth,
+    )
+    specs = specs_for(base, cluster_names(args.name, args.num_clusters))
+    manifests = [render(args.cluster_host, spec) for spec in specs]
+    validator, source = load_validator(args.crd, None if args.dry_run else kubectl)
+    validate(manifests, validator)
+    if args.output:
+        atomic_write_text(args.output, to_yaml(manifests))
+    if args.dry_run:
+        print(to_yaml(manifests), end="")
+        print(f"# {len(manifests)} manifest(s) valid against {source}; nothing applied", file=sys.stderr)
+        return 0
+    print(apply(manifests, args.namespace, kubectl), end="")
+    print(f"applied {len(manifests)} RayCluster(s), validated against {source}")
+    return 0
+
+
+def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
+    for flag in ("max_workers", "gpu_per_worker", "cpu_per_worker", "ram_gb_per_worker"):
+        if len(getattr(args, flag)) != 1:
+            raise slurm.SlurmInputError(f"--{flag}: a SLURM cluster has one kind of node; give one value")
+    if args.gres is not None and args.gpu_per_worker != [1]:
+        raise slurm.SlurmInputError("--gres replaces --gpu_per_worker on SLURM; give one of them")
+    return slurm.SlurmClusterSpec(
+        name=args.name,
+        num_workers=args.max_workers[0],
+        cpus_per_node=args.cpu_per_worker[0],
+        gpus_per_node=0 if args.gres is not None else args.gpu_per_worker[0],
+        mem_gb_per_node=args.ram_gb_per_worker[0] or None,
+        gres=args.gres,
+        partition=args.partition,
+        account=args.account,
+        time_limit=args.time,
+        setup=tuple(args.setup),
+        base_port=args.base_port,
+        token_auth=not args.no_auth,
+        storage_uri=args.storage_uri,
+    )
+
+
+def slurm_main(args: argparse.Namespace) -> int:
+    if args.status:
+        jobs = slurm.recorded(args.state_dir)
+        rows = [(job.name, job.job_id, job.state, job.nodes, job.reason) for job in jobs]
+        print(
+            tabulate(rows, headers=["cluster", "job", "state", "nodes", "reason"])
+            if rows
+            else "no SLURM clusters recorded"
+        )
+        return 0
+    if args.down:
+        cancelled = slurm.cancel(args.name, args.state_dir)
+        print(
+            f"cancelled {', '.join(f'{job.name} (job {job.job_id})' for job in cancelled)}"
+            if cancelled
+            else f"no SLURM job of ours named {args.name!r} (or {args.name}-N)"
+        )
+        return 0
+    specs = slurm.specs_for(slurm_spec(args), args.num_clusters)
+    if args.dry_run:
+        for spec in specs:
+            print(slurm.render(spec, args.state_dir, Path.cwd()), end="")
+        print(f"# {len(specs)} batch script(s); nothing submitted", file=sys.stderr)
+        return 0
+    jobs = slurm.submit(specs, args.state_dir, Path.cwd())
+    if args.no_wait:
+        print(f"submitted {', '.join(f'{job.name} (job {job.job_id})' for job in jobs)}")
+        return 0
+    clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
+    address_file.write(clusters, args.address_file)
+    for cluster in clusters:
+        print(f"{cluster.name}: {cluster.dashboard_url}")
+    print(f"wrote {len(clusters)} cluster address(es) to {args.address_file}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        args = with_host_defaults(args)
+        if args.check:
+            return check_file(args.check, args.crd)
+        return slurm_main(args) if args.cluster_host == SLURM else kuberay_main(args)
+    except (ManifestError, CrdError, ClusterNameError, slurm.SlurmInputError, address_file.AddressFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (KubectlError, slurm.SlurmError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

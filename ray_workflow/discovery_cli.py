@@ -1,13 +1,14 @@
-"""The grok_*.sh scripts: write ~/.ray_address for KubeRay clusters (kubectl) or other Ray clusters."""
+"""The grok_*.sh scripts: write ~/.ray_address for KubeRay clusters (kubectl), SLURM clusters, or other Ray clusters."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
-from ray_workflow import address_file
+from ray_workflow import address_file, slurm
 from ray_workflow import local_cluster as lc
 from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
@@ -21,6 +22,7 @@ from ray_workflow.discovery import (
     wait_for_heads,
 )
 from ray_workflow.kubectl import Kubectl, KubectlError
+from ray_workflow.names import ClusterNameError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forward local ports to each dashboard (for use outside the cluster network)",
     )
+    slurm_source = sources.add_parser("slurm", help="our SLURM clusters (launch.py --cluster_host slurm)")
+    slurm_source.add_argument("--name", help="only the cluster of this name (or its numbered clusters <name>-N)")
+    slurm_source.add_argument(
+        "--timeout_s", type=positive_float, default=600.0, help="wait this long for every node to join"
+    )
+    slurm_source.add_argument(
+        "--state_dir", type=Path, default=slurm.DEFAULT_STATE_DIR, help="the --state_dir given to launch.py"
+    )
     ray_source = sources.add_parser("ray", help="Ray clusters not on Kubernetes")
-    for source in (kube, ray_source):
+    for source in (kube, slurm_source, ray_source):
         source.add_argument("--output", type=Path, default=address_file.DEFAULT_PATH, help="address file to write")
     ray_source.add_argument("--address", action="append", default=[], help="HOST:PORT or http://HOST:PORT")
     ray_source.add_argument("--cluster_name", action="append", default=[], help="a name per --address")
@@ -75,6 +85,18 @@ def _kubectl(args: argparse.Namespace) -> int:
         forwards.stop()
 
 
+def _slurm(args: argparse.Namespace) -> int:
+    jobs = slurm.our_jobs(args.name)
+    if not jobs:
+        raise DiscoveryError(
+            f"no queued or running SLURM cluster of ours{f' named {args.name!r}' if args.name else ''}"
+        )
+    clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
+    address_file.write(clusters, args.output)
+    print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
+    return 0
+
+
 def _ray(args: argparse.Namespace) -> int:
     if args.address:
         clusters = given_addresses(args.address, args.cluster_name)
@@ -88,13 +110,14 @@ def _ray(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
-        return _kubectl(args) if args.source == "kubectl" else _ray(args)
-    except (DiscoveryInputError, address_file.AddressFileError) as error:
+        return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)
+    except (DiscoveryInputError, address_file.AddressFileError, ClusterNameError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (DiscoveryError, KubectlError) as error:
+    except (DiscoveryError, KubectlError, slurm.SlurmError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

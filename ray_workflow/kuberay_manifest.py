@@ -44,7 +44,7 @@ def cluster_names(name: str, num_clusters: int) -> list[str]:
         raise ManifestError(str(error)) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkerGroup:
     min_workers: int
     max_workers: int
@@ -54,7 +54,7 @@ class WorkerGroup:
     accelerator: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClusterSpec:
     name: str
     namespace: str
@@ -66,6 +66,30 @@ class ClusterSpec:
     service_account_name: str | None = None
     storage_uri: str | None = None
     token_auth: bool = True
+
+
+def worker_groups(**values: list) -> tuple[WorkerGroup, ...]:
+    """Worker groups from per-group flag values (``min_workers=[0, 2]``...): one value applies to every group."""
+    count = max(len(flag_values) for flag_values in values.values())
+    for flag, flag_values in values.items():
+        if len(flag_values) not in (1, count):
+            raise ManifestError(f"--{flag} has {len(flag_values)} values; give 1 or one per worker group ({count})")
+    expanded = {
+        flag: flag_values * count if len(flag_values) == 1 else flag_values for flag, flag_values in values.items()
+    }
+    return tuple(
+        WorkerGroup(
+            min_workers=expanded["min_workers"][i],
+            max_workers=expanded["max_workers"][i],
+            gpus=expanded["gpu_per_worker"][i],
+            cpus=expanded["cpu_per_worker"][i],
+            ram_gb=expanded["ram_gb_per_worker"][i],
+            accelerator=None
+            if expanded["worker_accelerator"][i] in ("", "none")
+            else expanded["worker_accelerator"][i],
+        )
+        for i in range(count)
+    )
 
 
 def available_hosts() -> list[str]:

@@ -279,12 +279,15 @@ def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> lis
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_dir.mkdir(parents=True, exist_ok=True)
     scripts = [(spec, render(spec, state_dir, log_dir)) for spec in specs]
-    for spec, script in scripts:
-        files = ClusterFiles(state_dir=state_dir, name=spec.name)
-        atomic_write_text(files.script, script)
-        _run(["sbatch", "--test-only", str(files.script)], f"cluster {spec.name!r} cannot be scheduled")
     submitted: list[SlurmJob] = []
     try:
+        for spec, script in scripts:
+            files = ClusterFiles(state_dir=state_dir, name=spec.name)
+            atomic_write_text(files.script, script)
+            try:
+                _run(["sbatch", "--test-only", str(files.script)], f"cluster {spec.name!r} cannot be scheduled")
+            except SlurmError as error:
+                raise SlurmInputError(str(error)) from None
         for spec, _ in scripts:
             files = ClusterFiles(state_dir=state_dir, name=spec.name)
             files.head.unlink(missing_ok=True)
@@ -401,13 +404,13 @@ def ready_clusters(name: str | None, state_dir: Path) -> list[ClusterAddress]:
     ]
 
 
-def recorded(name: str | None, state_dir: Path) -> list[SlurmJob]:
+def recorded(state_dir: Path) -> list[SlurmJob]:
     """Our clusters recorded in ``state_dir`` (those launched from here), with the state SLURM gives each now."""
     jobs = []
     for path in sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []:
         files = ClusterFiles(state_dir=state_dir, name=path.stem)
         record = _record(files)
-        if record is None or (name is not None and not is_member(path.stem, name)):
+        if record is None:
             continue
         jobs.append(job_state(record["job_id"], path.stem))
     return jobs

@@ -20,13 +20,14 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 
+from launch import KUBERAY_DEFAULTS
+from launch import main as launch_main
 from ray_workflow import address_file, crd_schema
 from ray_workflow import kuberay_manifest as km
 from ray_workflow.discovery_cli import main as discovery_main
-from ray_workflow.launch_cli import PINNED_RAY_VERSION
-from ray_workflow.launch_cli import main as launch_main
 
 CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"  # the bundled copy
+RAY_VERSION = KUBERAY_DEFAULTS["ray_version"]  # the Ray of this environment, pinned in pyproject.toml
 OURS = {km.MANAGED_BY_LABEL: km.MANAGED_BY_VALUE}
 
 
@@ -112,19 +113,24 @@ def spec(**changes):
         name="tuner",
         namespace="ns",
         image="nvcr.io/isaac-lab:2.0",
-        ray_version=PINNED_RAY_VERSION,
+        ray_version=RAY_VERSION,
         head_cpus=8,
         head_ram_gb=32,
-        worker_groups=(km.WorkerGroup(1, 4, 1, 8, 32, "nvidia-l4"),),
+        worker_groups=(
+            km.WorkerGroup(min_workers=1, max_workers=4, gpus=1, cpus=8, ram_gb=32, accelerator="nvidia-l4"),
+        ),
     )
     fields.update(changes)
     return km.ClusterSpec(**fields)
 
 
 GROUP_SETS = [
-    (km.WorkerGroup(0, 4, 1, 8, 32, "nvidia-l4"),),
-    (km.WorkerGroup(2, 2, 2, 16, 64, "nvidia-tesla-a100"), km.WorkerGroup(0, 8, 0, 4, 8, None)),
-    (km.WorkerGroup(0, 0, 0, 0.5, 1.5, None),),
+    (km.WorkerGroup(min_workers=0, max_workers=4, gpus=1, cpus=8, ram_gb=32, accelerator="nvidia-l4"),),
+    (
+        km.WorkerGroup(min_workers=2, max_workers=2, gpus=2, cpus=16, ram_gb=64, accelerator="nvidia-tesla-a100"),
+        km.WorkerGroup(min_workers=0, max_workers=8, gpus=0, cpus=4, ram_gb=8, accelerator=None),
+    ),
+    (km.WorkerGroup(min_workers=0, max_workers=0, gpus=0, cpus=0.5, ram_gb=1.5, accelerator=None),),
 ]
 
 
@@ -142,7 +148,7 @@ def test_every_template_renders_manifests_that_pass_the_crd_schema(validator, ho
     manifest = km.render(host, spec(worker_groups=groups, **extras))
     assert crd_schema.errors(validator, manifest) == []
     assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayCluster"
-    assert manifest["spec"]["rayVersion"] == PINNED_RAY_VERSION
+    assert manifest["spec"]["rayVersion"] == RAY_VERSION
 
 
 def worker_pods(manifest):
@@ -568,7 +574,7 @@ def test_dockerfile_installs_the_pinned_ray_with_isaac_sims_python():
     assert re.search(r"^ARG ISAACLAB_BASE_IMAGE=isaac-lab-base:\S+$", dockerfile, flags=re.M)
     assert "FROM ${ISAACLAB_BASE_IMAGE}" in dockerfile
     pins = re.findall(r'"([\w\-\[\],]+==[\w.]+)"', dockerfile)
-    assert f"ray[default,tune]=={PINNED_RAY_VERSION}" in pins
+    assert f"ray[default,tune]=={KUBERAY_DEFAULTS['ray_version']}" in pins
     for pin in pins:
         assert f'"{pin}"' in pyproject, f"the image's {pin} differs from the project's pin"
     assert "ENV ISAACLAB_PYTHON=/workspace/isaaclab/_isaac_sim/python.sh" in dockerfile

@@ -1,0 +1,259 @@
+"""launch.py --cluster_host slurm, grok_slurm_address.sh and the other tools, against a real SLURM.
+
+The SLURM is Debian's slurmctld, slurmd and munge (22.05), started by these tests as plain
+processes with two nodes on this machine (tests/slurm_harness.py); `make slurm` installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_none
+from slurm_harness import SlurmForTests, missing
+
+from ray_workflow import address_file, auth
+
+why_not = missing()
+if why_not and os.environ.get("CI"):
+    raise RuntimeError(f"CI must run the SLURM tests: {why_not}")
+pytestmark = pytest.mark.skipif(why_not is not None, reason=why_not or "")
+
+# A small cluster that fits the test SLURM's two nodes: the head on one, a worker on the other.
+SMALL = ["--cpu_per_worker", "1", "--gpu_per_worker", "0", "--ram_gb_per_worker", "2", "--time", "15"]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    harness = SlurmForTests()
+    try:
+        harness.start()
+        yield harness
+    finally:
+        harness.stop()
+
+
+@pytest.fixture
+def env(slurm_cluster):
+    """What a user's shell would hold: SLURM's config, and our token store."""
+    return {**os.environ, **slurm_cluster.environment}
+
+
+def launch(env: dict, cwd: Path, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--cluster_host", "slurm", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def ray_processes(job_id: str) -> list:
+    """Live Ray processes of one SLURM job: they run from its temp dirs /tmp/ray-<job>-<node>."""
+    return processes_mentioning(f"/tmp/ray-{job_id}-")
+
+
+def alive_nodes(dashboard: str) -> list[dict]:
+    request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=100", headers=auth.http_headers(dashboard))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        nodes = json.load(response)["data"]["result"]["result"]
+    return [node for node in nodes if node["state"] == "ALIVE"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cpu_per_worker", "1.5"], "--cpu_per_worker 1.5: SLURM allocates whole CPUs"),
+        (["--time", "soon"], "--time 'soon': not a SLURM time limit"),
+        (["--namespace", "ns"], "--namespace does not apply on SLURM"),
+        (["--name", "Team/A"], "--name 'Team/A' is not a valid"),
+        (["--setup", "module load a\nrm -rf ~"], "--setup"),
+        (["--gres", "gpu:a100:2;reboot"], "--gres"),
+        (["--max_workers", "1", "2"], "--max_workers: a SLURM cluster has one kind of node"),
+        (["--base_port", "65400"], "--base_port 65400"),
+        (["--partition", "nosuch"], "Invalid partition name specified"),
+        (["--max_workers", "5"], "Requested node configuration is not available"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_before_anything_is_submitted(env, tmp_path, slurm_cluster, flags, message):
+    result = launch(env, tmp_path, *SMALL, "--state_dir", str(tmp_path / "state"), *flags)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert slurm_cluster.queue() == []
+    assert not (tmp_path / "state").exists() or list((tmp_path / "state").iterdir()) == []
+
+
+def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env, tmp_path, slurm_cluster):
+    result = launch(
+        env,
+        tmp_path,
+        "--dry_run",
+        "--name",
+        "lab",
+        "--num_clusters",
+        "2",
+        "--max_workers",
+        "3",
+        "--gpu_per_worker",
+        "4",
+        "--partition",
+        "gpu",
+        "--account",
+        "rl-lab",
+        "--time",
+        "4:00:00",
+        "--setup",
+        "module load cuda/12.4",
+        "--state_dir",
+        str(tmp_path / "state"),
+    )
+    assert result.returncode == 0, result.stderr
+    scripts = result.stdout.split("#!/bin/bash\n")[1:]
+    assert len(scripts) == 2
+    first, second = scripts
+    for line in [
+        "#SBATCH --job-name=lab-1",
+        "#SBATCH --nodes=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=rl-lab",
+        "#SBATCH --time=4:00:00",
+        "module load cuda/12.4",
+        f"RAY_AUTH_TOKEN_PATH={tmp_path / 'state' / 'lab-1.token'}",
+    ]:
+        assert line in first, line
+    assert "#SBATCH --job-name=lab-2" in second
+    # The second cluster's 4 nodes take the 800 ports after the first's.
+    assert "base_port=23000" in first and "base_port=23800" in second
+    syntax = subprocess.run(["bash", "-n"], input="#!/bin/bash\n" + first, text=True, capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr
+    assert slurm_cluster.queue() == [] and not (tmp_path / "state").exists()
+
+
+def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_only_ours(env, tmp_path, slurm_cluster):
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    # Jobs that are not this cluster: one with its name but not our marker, one with our marker and a longer name.
+    others = [
+        slurm_cluster.run("sbatch", "--parsable", "--job-name=team", "--mem=100M", "--wrap", "sleep 600"),
+        slurm_cluster.run(
+            "sbatch",
+            "--parsable",
+            "--job-name=team-b",
+            "--comment=isaaclab_ray_workflow",
+            "--mem=100M",
+            "--wrap",
+            "sleep 600",
+        ),
+    ]
+    assert all(other.returncode == 0 for other in others), [other.stderr for other in others]
+    other_ids = sorted(other.stdout.strip() for other in others)
+    submitted = launch(
+        env, tmp_path, *SMALL, "--name", "team", "--max_workers", "1", "--state_dir", str(state), "--no_wait"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "submitted team (job" in submitted.stdout
+
+    found = subprocess.run(
+        [str(PROJECT_ROOT / "grok_slurm_address.sh"), "--name", "team", "--state_dir", str(state)]
+        + ["--output", str(addresses), "--timeout_s", "180"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert found.returncode == 0, found.stderr
+    (cluster,) = address_file.read(addresses)
+    assert cluster.name == "team"
+    job_id = json.loads((state / "team.json").read_text())["job_id"]
+    assert job_id not in other_ids
+    assert len(alive_nodes(cluster.dashboard_url)) == 2
+    nodes = slurm_cluster.run("squeue", "--noheader", "--jobs", job_id, "--format=%N").stdout.strip()
+    assert nodes == "node[1-2]"
+
+    check = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+        + ["test_kuberay_config.py --num_jobs 2 --gpus_per_job 0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "OK: 2 task(s) x 0 GPU(s) passed every check" in check.stdout
+    # The check's two tasks ran on both SLURM nodes' Ray nodes (they hold 1 CPU each).
+    sweep = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+        + ["--env", "CARTPOLE_MAX_ITERATIONS=3"]
+        + [
+            "hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --searcher random --scheduler fifo "
+            f"--storage_path {tmp_path / 'results'} --name slurm_sweep --cpus_per_trial 1"
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-2000:]
+    assert "SUCCEEDED" in sweep.stdout and "Best trial" in sweep.stdout
+    assert (tmp_path / "results" / "slurm_sweep" / "results.csv").exists()
+    assert ray_processes(job_id)
+
+    down = launch(env, tmp_path, "--down", "--name", "team", "--state_dir", str(state))
+    assert down.returncode == 0, down.stderr
+    assert f"cancelled team (job {job_id})" in down.stdout
+    assert sorted(line.split()[0] for line in slurm_cluster.queue()) == other_ids
+    assert wait_until_none(lambda: ray_processes(job_id), 30) == []
+    assert list(Path("/tmp").glob(f"ray-{job_id}-*")) == []
+    assert list(state.glob("team.*")) == []
+    assert auth.token_for(cluster.dashboard_url) is None
+    slurm_cluster.run("scancel", *other_ids)
+    wait_for(lambda: slurm_cluster.queue() == [], 60, "the other jobs to end")
+
+
+def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp_path, slurm_cluster):
+    result = launch(
+        env,
+        tmp_path,
+        *SMALL,
+        "--name",
+        "broken",
+        "--max_workers",
+        "0",
+        "--state_dir",
+        str(tmp_path / "state"),
+        "--setup",
+        "echo no Ray here >&2; exit 3",
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cluster broken: SLURM job" in last and "ended FAILED" in last, result.stderr
+    log = Path(last.split("log: ")[1])
+    assert log.parent == tmp_path and "no Ray here" in log.read_text()
+    assert slurm_cluster.queue() == []
+
+
+def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, slurm_cluster):
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    flags = [*SMALL[:-2], "--time", "1", "--name", "short", "--max_workers", "0"]
+    started = launch(env, tmp_path, *flags, "--state_dir", str(state), "--address_file", str(addresses))
+    assert started.returncode == 0, started.stderr
+    (cluster,) = address_file.read(addresses)
+    job_id = json.loads((state / "short.json").read_text())["job_id"]
+    assert ray_processes(job_id)
+
+    def timed_out() -> str | None:
+        status = launch(env, tmp_path, "--status", "--state_dir", str(state))
+        return status.stdout if "TIMEOUT" in status.stdout else None
+
+    table = wait_for(timed_out, 240, "SLURM to end the cluster at its time limit")
+    row = next(line for line in table.splitlines() if line.startswith("short"))
+    assert row.split()[1:3] == [job_id, "TIMEOUT"] and "TimeLimit" in row
+    assert wait_until_none(lambda: ray_processes(job_id), 30) == []
+    assert slurm_cluster.queue() == []
