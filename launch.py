@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import logging
 import sys
 from pathlib import Path
 
@@ -25,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from ray_workflow import address_file, crd_schema, slurm  # noqa: E402
+from ray_workflow import address_file, crd_schema, log_progress_to, slurm  # noqa: E402
 from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
 from ray_workflow.crd_schema import CrdError  # noqa: E402
 from ray_workflow.kubectl import Kubectl, KubectlError  # noqa: E402
+from ray_workflow.kuberay import apply, down, load_validator, read_manifests, specs_for, to_yaml, validate  # noqa: E402
 from ray_workflow.kuberay_manifest import (  # noqa: E402
     ClusterSpec,
     ManifestError,
@@ -38,7 +38,6 @@ from ray_workflow.kuberay_manifest import (  # noqa: E402
     render,
     worker_groups,
 )
-from ray_workflow.launch import apply, down, load_validator, read_manifests, specs_for, to_yaml, validate  # noqa: E402
 from ray_workflow.names import ClusterNameError  # noqa: E402
 
 SLURM = "slurm"
@@ -102,12 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     kuberay = parser.add_argument_group("KubeRay only")
     kuberay.add_argument("--namespace", help=f"default {KUBERAY_DEFAULTS['namespace']}")
     kuberay.add_argument("--image", help="container image with Isaac Lab and Ray (required unless --dry_run)")
-    kuberay.add_argument("--min_workers", type=non_negative_int, nargs="+", help="default 0")
     kuberay.add_argument(
-        "--worker_accelerator", nargs="+", help="GKE accelerator type of each group's nodes (google_cloud only)"
+        "--min_workers", type=non_negative_int, nargs="+", help=f"default {KUBERAY_DEFAULTS['min_workers'][0]}"
     )
-    kuberay.add_argument("--num_head_cpu", type=non_negative_float, help="default 8")
-    kuberay.add_argument("--head_ram_gb", type=non_negative_float, help="default 32")
+    kuberay.add_argument(
+        "--worker_accelerator",
+        nargs="+",
+        help="GKE accelerator type of each group's nodes, google_cloud only "
+        f"(default {KUBERAY_DEFAULTS['worker_accelerator'][0]})",
+    )
+    kuberay.add_argument(
+        "--num_head_cpu", type=non_negative_float, help=f"default {KUBERAY_DEFAULTS['num_head_cpu']:g}"
+    )
+    kuberay.add_argument("--head_ram_gb", type=non_negative_float, help=f"default {KUBERAY_DEFAULTS['head_ram_gb']:g}")
     kuberay.add_argument(
         "--ray_version",
         help=f"must match the Ray in the image (default: this environment's, {KUBERAY_DEFAULTS['ray_version']})",
@@ -149,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     on_slurm.add_argument(
         "--address_file", type=Path, help=f"where to write the addresses (default {address_file.DEFAULT_PATH})"
     )
-    on_slurm.add_argument("--timeout_s", type=positive_float, help="wait this long for the clusters (default 600)")
+    on_slurm.add_argument(
+        "--timeout_s",
+        type=positive_float,
+        help=f"wait this long for the clusters (default {SLURM_DEFAULTS['timeout_s']:g})",
+    )
     on_slurm.add_argument(
         "--no_wait",
         action="store_true",
@@ -309,7 +319,7 @@ def slurm_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         args = with_host_defaults(args)

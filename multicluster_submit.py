@@ -4,12 +4,111 @@ python multicluster_submit.py "test_kuberay_config.py --num_jobs 4"      # the s
 python multicluster_submit.py "<JOB_0>" "<JOB_1>"                        # one job per cluster
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 from pathlib import Path
 
+from tabulate import tabulate
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow.multicluster_cli import main  # noqa: E402
+from ray_workflow import PROJECT_ROOT, address_file, log_progress_to  # noqa: E402
+from ray_workflow.cli_types import positive_float  # noqa: E402
+from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign  # noqa: E402
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SubmissionError(f"--env {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Submit jobs to several Ray clusters: job i to the i-th cluster of the address file; "
+        "one job goes to every cluster."
+    )
+    parser.add_argument("jobs", nargs="+", help='jobs as "script.py --flag value" (run as <python> <job>)')
+    parser.add_argument("--address_file", type=Path, default=address_file.DEFAULT_PATH)
+    parser.add_argument(
+        "--python", default="python", help="interpreter on the cluster, e.g. /workspace/isaaclab/_isaac_sim/python.sh"
+    )
+    parser.add_argument("--working_dir", type=Path, default=PROJECT_ROOT, help="folder uploaded as the job's cwd")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="job environment variable")
+    parser.add_argument(
+        "--queue", action="store_true", help="more jobs than clusters: run the rest as clusters free up"
+    )
+    parser.add_argument("--no_wait", action="store_true", help="print the job ids and return")
+    parser.add_argument(
+        "--connect_timeout_s", type=positive_float, default=10.0, help="give up on silent clusters after this"
+    )
+    return parser
+
+
+def results_table(runs: list) -> str:
+    rows = [
+        [
+            run.cluster_name,
+            run.cluster.dashboard_url,
+            run.job_id or "-",
+            run.status,
+            f"{run.duration_s:.1f} s" if run.duration_s is not None else "-",
+            run.job,
+        ]
+        for run in runs
+    ]
+    return tabulate(rows, headers=["cluster", "address", "job id", "status", "duration", "job"], tablefmt="github")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        clusters = address_file.read(args.address_file)
+        options = SubmitOptions(
+            python=args.python,
+            working_dir=args.working_dir.resolve(),
+            env=parse_env(args.env),
+            queue=args.queue,
+            wait=not args.no_wait,
+            connect_timeout_s=args.connect_timeout_s,
+        )
+        plan = assign(args.jobs, clusters, args.queue)
+        if not args.working_dir.is_dir():
+            raise SubmissionError(f"--working_dir {args.working_dir}: not a directory")
+    except (address_file.AddressFileError, SubmissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if plan.idle:
+        idle = ", ".join(cluster.name or cluster.dashboard_url for cluster in plan.idle)
+        print(f"note: {len(args.jobs)} jobs for {len(clusters)} clusters; no job for {idle}")
+    log_progress_to(sys.stdout)
+    submitter = MultiClusterSubmitter(options)
+    try:
+        runs = submitter.run(plan)
+    except KeyboardInterrupt:
+        stopped = submitter.stop_submitted()
+        print(
+            f"\ninterrupted: stopped {len(stopped)} submitted job(s): "
+            + ", ".join(f"{run.job_id} on {run.cluster_name}" for run in stopped)
+        )
+        return 130
+    order = {cluster.dashboard_url: index for index, cluster in enumerate(clusters)}
+    runs.sort(key=lambda run: order.get(run.cluster.dashboard_url, len(order)))
+    print()
+    print(results_table(runs))
+    if args.no_wait:
+        return 0 if all(run.job_id for run in runs) else 1
+    failed = [run for run in runs if run.failed]
+    for run in failed:
+        print(f"{run.cluster_name}: {run.status}" + (f": {run.error}" if run.error else ""), file=sys.stderr)
+    return 1 if failed else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

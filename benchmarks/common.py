@@ -21,7 +21,7 @@ def local_clusters(count: int, num_cpus: int, prefix: str = "bench") -> Iterator
     """Fresh clusters on their own ports, stopped afterwards whatever happens (SIGTERM included)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     state_dir = Path(tempfile.mkdtemp(prefix="bench_state_"))
-    clusters = local_cluster.start_many(count, prefix, num_cpus=num_cpus, state_dir=state_dir, progress=False)
+    clusters = local_cluster.start_many(count, name=prefix, num_cpus=num_cpus, state_dir=state_dir)
     try:
         yield clusters
     finally:

@@ -8,7 +8,6 @@ uploading the working dir, streaming logs and polling status add.
 """
 
 import argparse
-import io
 import statistics
 import sys
 import time
@@ -18,7 +17,7 @@ from ray.job_submission import JobSubmissionClient
 
 from ray_workflow import auth
 from ray_workflow.address_file import ClusterAddress
-from ray_workflow.multicluster import MultiClusterSubmitter, SubmitOptions
+from ray_workflow.multicluster import MultiClusterSubmitter, SubmitOptions, assign
 
 
 def main() -> int:
@@ -32,9 +31,9 @@ def main() -> int:
     with local_clusters(args.clusters, num_cpus=1, prefix="bench-mc") as clusters:
         addresses = [ClusterAddress(c.name, c.dashboard_url) for c in clusters]
         for repeat in range(args.repeats + 1):
-            submitter = MultiClusterSubmitter(addresses, SubmitOptions(working_dir=PROJECT_ROOT), io.StringIO())
+            submitter = MultiClusterSubmitter(SubmitOptions(working_dir=PROJECT_ROOT))
             started = time.monotonic()
-            runs = submitter.run([job] * args.clusters)
+            runs = submitter.run(assign([job] * args.clusters, addresses, use_queue=False))
             total = time.monotonic() - started
             assert all(run.status == "SUCCEEDED" for run in runs), [run.status for run in runs]
             durations = []

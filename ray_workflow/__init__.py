@@ -4,7 +4,10 @@ The package sits next to the scripts and is imported from there, so it works wit
 installation, inside ``ray job submit --working-dir .`` and under ``./isaaclab.sh -p``.
 """
 
+import logging
+import sys
 from pathlib import Path
+from typing import TextIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +44,22 @@ UPLOAD_EXCLUDES = [
     "*credentials*.json",
     ".git-credentials",
 ]
+
+
+def log_progress_to(stream: TextIO) -> None:
+    """Show the library's progress (its ``logging`` at INFO) on ``stream``, and its warnings and errors on
+    stderr, one plain line each. The library reports only through ``logging``; a script chooses where it goes.
+    """
+    package = logging.getLogger(__name__)
+    for handler in list(package.handlers):
+        package.removeHandler(handler)
+    progress = logging.StreamHandler(stream)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    problems.setFormatter(logging.Formatter("warning: %(message)s"))
+    package.addHandler(progress)
+    package.addHandler(problems)
+    package.setLevel(logging.INFO)
+    package.propagate = False

@@ -17,6 +17,8 @@ from pathlib import Path
 from ray_workflow.atomic_file import atomic_write_text
 
 AUTH_MODE = "RAY_AUTH_MODE"
+# Every variable by which Ray takes a token: a cluster we start must see none but ours.
+AUTH_VARIABLES = (AUTH_MODE, "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 DEFAULT_TOKEN_DIR = Path("~/.cache/isaaclab_ray/tokens").expanduser()
 
 

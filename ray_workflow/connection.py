@@ -9,6 +9,16 @@ from __future__ import annotations
 import os
 import socket
 
+# Ray's job SDK takes these from the environment in preference to the address it is given.
+ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+def drop_address_overrides() -> None:
+    """Make the addresses we pass to Ray's job SDK count: with ``RAY_ADDRESS`` exported in the shell (as
+    Ray's docs suggest), every ``JobSubmissionClient`` would talk to that one cluster, whatever it is given."""
+    for name in ADDRESS_OVERRIDES:
+        os.environ.pop(name, None)
+
 
 class ConnectionInputError(ValueError):
     """An address that cannot be one (the user's mistake)."""

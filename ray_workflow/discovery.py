@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
@@ -13,10 +13,11 @@ from typing import Any
 from ray_workflow import auth
 from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url, redact
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.launch import our_clusters
+from ray_workflow.kuberay import our_clusters
 from ray_workflow.names import is_member
 from ray_workflow.process_groups import end_process_group
 
+logger = logging.getLogger(__name__)
 HEAD_SELECTOR = "ray.io/node-type=head"
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(?P<port>\d+) ->")
 
@@ -60,7 +61,6 @@ def wait_for_heads(
     name: str | None = None,
     timeout_s: float = 600.0,
     poll_s: float = 2.0,
-    progress: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """Wait until every RayCluster of ours (``name`` or its ``name-N``, all if None) has a Running head with an IP."""
     names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
@@ -80,7 +80,7 @@ def wait_for_heads(
         if time.monotonic() >= deadline:
             raise DiscoveryError(f"not ready after {timeout_s:g} s: {report}")
         if report != last_report:
-            progress(f"waiting for {len(waiting)} of {len(names)} cluster(s): {report}")
+            logger.info("waiting for %d of %d cluster(s): %s", len(waiting), len(names), report)
             last_report = report
         time.sleep(poll_s)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
-from ray_workflow import address_file, slurm
+from ray_workflow import address_file, log_progress_to, slurm
 from ray_workflow import local_cluster as lc
 from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
@@ -59,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _kubectl(args: argparse.Namespace) -> int:
     kubectl = Kubectl(args.kubectl_context)
-    heads = wait_for_heads(
-        args.namespace, kubectl, args.name, args.timeout_s, progress=lambda line: print(line, file=sys.stderr)
-    )
+    heads = wait_for_heads(args.namespace, kubectl, args.name, args.timeout_s)
     if not args.port_forward:
         clusters = pod_addresses(heads)
         keep_tokens(heads, clusters, args.namespace, kubectl)
@@ -110,7 +107,7 @@ def _ray(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)

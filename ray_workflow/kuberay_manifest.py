@@ -17,12 +17,10 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.names import ClusterNameError, check_cluster_name, numbered_names
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, ClusterNameError, check_cluster_name, numbered_names
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
 TEMPLATE_NAME = "kuberay.yaml.jinja"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "isaaclab-ray-workflow"
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -126,7 +124,7 @@ def check_spec(spec: ClusterSpec) -> None:
 
 def template_context(spec: ClusterSpec) -> dict[str, Any]:
     """What the templates see: names, resources in Kubernetes units, sizes derived from RAM."""
-    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    labels = {KUBERAY_OWNER_LABEL: OWNER}
 
     def memory(ram_gb: float) -> dict[str, Any]:
         # Ray's object store takes 30 % of a pod's memory; /dev/shm must hold it, and Isaac Sim needs room too.

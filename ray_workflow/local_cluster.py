@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ray_workflow import auth, ray_ports
 from ray_workflow.atomic_file import atomic_write_text
-from ray_workflow.names import ClusterNameError, check_cluster_name, is_member, numbered_names
+from ray_workflow.names import LOCAL_OWNER_FILE, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
 from ray_workflow.ray_ports import PORT_BLOCK, SERVICE_PORTS, WORKER_PORTS
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_PORT = 21000
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
 # Written into every temp dir we create; a temp dir is deleted only if it holds this file naming its cluster.
-OWNER_MARKER = ".isaaclab_ray_cluster"
+OWNER_MARKER = LOCAL_OWNER_FILE
 
 
 class LocalClusterError(RuntimeError):
@@ -44,7 +44,7 @@ class LocalClusterInputError(LocalClusterError, ValueError):
     """A setting the user gave that no cluster can be started with (name, ports, GPU split)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LocalCluster:
     """A running node we started (a head, or a worker joined to ``head_address``); saved as JSON
     so that another command can stop it."""
@@ -127,7 +127,7 @@ def start_command(cluster: LocalCluster) -> list[str]:
 
 def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = None) -> dict[str, str]:
     env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH_")},
+        **{key: value for key, value in os.environ.items() if key not in auth.AUTH_VARIABLES},
         **auth.cluster_environment(Path(cluster.token_file) if cluster.token_file else None),
         "RAY_USAGE_STATS_ENABLED": "0",
         **ray_ports.metric_environment(cluster.base_port),
@@ -161,6 +161,7 @@ def _state_path(state_dir: Path, name: str) -> Path:
 
 def start(
     name: str,
+    *,
     base_port: int | None = None,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
@@ -179,10 +180,7 @@ def start(
     The node announces itself and serves its dashboard on ``node_ip``: the loopback address
     unless the user names one that other machines can reach.
     """
-    try:
-        check_cluster_name(name)
-    except ClusterNameError as error:
-        raise LocalClusterInputError(str(error)) from None
+    check_cluster_name(name)
     try:
         ipaddress.ip_address(node_ip)
     except ValueError:
@@ -202,9 +200,9 @@ def start(
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
     (Path(temp_dir) / OWNER_MARKER).write_text(name)
     cluster = LocalCluster(
-        name,
-        base_port,
-        temp_dir,
+        name=name,
+        base_port=base_port,
+        temp_dir=temp_dir,
         pgid=0,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -340,13 +338,13 @@ def split_gpus(gpu_ids: list[str], count: int, per_cluster: int) -> list[str]:
 
 def start_many(
     count: int,
+    *,
     name: str = "local-ray",
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     gpus_per_cluster: int | None = None,
     base_port: int | None = None,
     state_dir: Path = DEFAULT_STATE_DIR,
-    progress: bool = True,
     token_auth: bool = True,
     node_ip: str = "127.0.0.1",
 ) -> list[LocalCluster]:
@@ -356,10 +354,7 @@ def start_many(
     ``CUDA_VISIBLE_DEVICES``; ``num_gpus`` instead declares GPU slots (fake ones on a
     CPU-only machine, which is how GPU scheduling is tested without a GPU).
     """
-    try:
-        names = numbered_names(name, count)
-    except ClusterNameError as error:
-        raise LocalClusterInputError(str(error)) from None
+    names = numbered_names(name, count)
     device_sets: list[str | None] = [None] * count
     if gpus_per_cluster is not None:
         device_sets = list(split_gpus(visible_gpu_ids(), count, gpus_per_cluster))
@@ -369,11 +364,17 @@ def start_many(
         for index, member in enumerate(names):
             base = None if base_port is None else base_port + index * PORT_BLOCK
             cluster = start(
-                member, base, num_cpus, num_gpus, device_sets[index], state_dir, token_auth=token_auth, node_ip=node_ip
+                member,
+                base_port=base,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                cuda_visible_devices=device_sets[index],
+                state_dir=state_dir,
+                token_auth=token_auth,
+                node_ip=node_ip,
             )
             started.append(cluster)
-            if progress:
-                print(f"started {member}: {cluster.dashboard_url} (GCS {cluster.gcs_address})", flush=True)
+            logger.info("started %s: %s (GCS %s)", member, cluster.dashboard_url, cluster.gcs_address)
     except BaseException:
         for cluster in started:
             stop(cluster, state_dir)
@@ -387,10 +388,7 @@ def stop_matching(name: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list
     One cluster that cannot be stopped does not keep the others running.
     """
     if name is not None:
-        try:
-            check_cluster_name(name)
-        except ClusterNameError as error:
-            raise LocalClusterInputError(str(error)) from None
+        check_cluster_name(name)
     chosen = [c for c in load_all(state_dir) if name is None or is_member(c.name, name)]
     failed = []
     for cluster in chosen:

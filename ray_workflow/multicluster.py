@@ -3,44 +3,71 @@
 Job ``i`` goes to the ``i``-th cluster of the address file; one job goes to every
 cluster (the check step of the original design document); with a queue, jobs beyond
 the number of clusters go to whichever cluster is free first.
+
+One asyncio event loop drives every cluster, a coroutine each; the SDK's blocking calls run
+in asyncio's thread pool (``asyncio.to_thread``) and its log stream is a coroutine already.
+Progress (each job's log lines with a ``[cluster]`` prefix) goes to this module's logger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import queue
+import logging
 import shlex
-import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import TextIO
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
 from ray_workflow.address_file import ClusterAddress, redact
+from ray_workflow.connection import drop_address_overrides
 
-TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+logger = logging.getLogger(__name__)
 STATUS_POLL_S = 0.25
+
+
+class RunStatus(str, Enum):
+    """Where a job stands: Ray's job statuses, and ours for jobs that never reached a cluster."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    UNREACHABLE = "UNREACHABLE"
+    SUBMIT_FAILED = "SUBMIT_FAILED"
+    NOT_RUN = "NOT_RUN"
+
+    @classmethod
+    def of(cls, status: JobStatus) -> RunStatus:
+        return cls(status.value)
+
+    @property
+    def final(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class SubmissionError(ValueError):
     """Jobs and clusters that cannot be paired; the message says why."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobRun:
     """One job on one cluster, from submission to its final status."""
 
     cluster: ClusterAddress
     job: str
     job_id: str | None = None
-    status: str = "PENDING"
+    status: RunStatus = RunStatus.PENDING
     started: float | None = None
     ended: float | None = None
     error: str | None = None
@@ -55,10 +82,10 @@ class JobRun:
 
     @property
     def failed(self) -> bool:
-        return self.status != JobStatus.SUCCEEDED
+        return self.status != RunStatus.SUCCEEDED
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class SubmitOptions:
     python: str = "python"
     working_dir: Path = PROJECT_ROOT
@@ -68,11 +95,17 @@ class SubmitOptions:
     connect_timeout_s: float = 10.0
 
 
-def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> tuple[list[list[str]], list[str]]:
-    """Each cluster's first job, the jobs left for the queue, and nothing else.
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Which job each cluster starts with, which jobs wait for a free cluster, which clusters get none."""
 
-    Returns (per-cluster job lists of length 0 or 1, queued jobs).
-    """
+    first: list[tuple[ClusterAddress, str]]
+    queued: list[str]
+    idle: list[ClusterAddress]
+
+
+def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> Plan:
+    """Job ``i`` to cluster ``i``; one job to every cluster; jobs beyond the clusters queued only if asked."""
     if not clusters:
         raise SubmissionError("the address file lists no clusters")
     if not jobs:
@@ -84,17 +117,20 @@ def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> 
         except ValueError as error:
             raise SubmissionError(f"job {job!r}: {error}") from None
     if len(jobs) == 1:
-        return [[jobs[0]] for _ in clusters], []
+        return Plan(first=[(cluster, jobs[0]) for cluster in clusters], queued=[], idle=[])
     if len(jobs) > len(clusters) and not use_queue:
         raise SubmissionError(
             f"{len(jobs)} jobs for {len(clusters)} clusters; start more clusters or pass --queue "
             "to run the extra jobs on whichever cluster is free first"
         )
-    first = [[jobs[index]] if index < len(jobs) else [] for index in range(len(clusters))]
-    return first, jobs[len(clusters) :]
+    return Plan(
+        first=list(zip(clusters, jobs, strict=False)),
+        queued=jobs[len(clusters) :],
+        idle=clusters[len(jobs) :],
+    )
 
 
-def check_reachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
+def why_unreachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
     """None if the cluster's dashboard answers within ``timeout_s``, else why not."""
     try:
         request = urllib.request.Request(
@@ -109,21 +145,22 @@ def check_reachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
 
 
 class MultiClusterSubmitter:
-    """Runs the plan: one thread a cluster, logs streamed with a ``[cluster]`` prefix."""
+    """Runs a plan: every cluster at once, each job's logs streamed with a ``[cluster]`` prefix."""
 
-    def __init__(self, clusters: list[ClusterAddress], options: SubmitOptions, out: TextIO) -> None:
-        self.clusters = clusters
+    def __init__(self, options: SubmitOptions) -> None:
         self.options = options
-        self.out = out
         self.runs: list[JobRun] = []
-        self._lock = threading.Lock()
         self._clients: dict[str, JobSubmissionClient] = {}
 
-    def _print(self, prefix: str, text: str) -> None:
-        with self._lock:
-            for line in text.splitlines():
-                self.out.write(f"[{prefix}] {line}\n")
-            self.out.flush()
+    def run(self, plan: Plan) -> list[JobRun]:
+        """Every job's run, in the order they started; after Ctrl-C, ``stop_submitted`` stops what still runs."""
+        drop_address_overrides()
+        return asyncio.run(self._run(plan))
+
+    @staticmethod
+    def _say(prefix: str, text: str) -> None:
+        for line in text.splitlines():
+            logger.info("[%s] %s", prefix, line)
 
     def _entrypoint(self, job: str) -> str:
         return f"{shlex.quote(self.options.python)} {job}"
@@ -134,21 +171,72 @@ class MultiClusterSubmitter:
             env["env_vars"] = dict(self.options.env)
         return env
 
-    def _run_one(self, client: JobSubmissionClient, run: JobRun) -> None:
-        run.started = time.monotonic()
-        run.job_id = client.submit_job(entrypoint=self._entrypoint(run.job), runtime_env=self._runtime_env())
-        run.status = JobStatus.RUNNING
-        self._print(run.cluster_name, f"submitted {run.job_id}: {self._entrypoint(run.job)}")
-        if not self.options.wait:
-            run.status = client.get_job_status(run.job_id).value
+    async def _run(self, plan: Plan) -> list[JobRun]:
+        queued: asyncio.Queue[str] = asyncio.Queue()
+        for job in plan.queued:
+            queued.put_nowait(job)
+        # Every cluster is asked at once: silent ones cost one timeout in all and delay no live one.
+        reasons = await asyncio.gather(
+            *(asyncio.to_thread(why_unreachable, cluster, self.options.connect_timeout_s) for cluster, _ in plan.first)
+        )
+        live = []
+        for (cluster, job), reason in zip(plan.first, reasons, strict=True):
+            if reason:
+                self._say(cluster.name or cluster.dashboard_url, reason)
+                self.runs.append(JobRun(cluster=cluster, job=job, status=RunStatus.UNREACHABLE, error=reason))
+            else:
+                live.append(self._cluster(cluster, job, queued))
+        await asyncio.gather(*live)
+        while not queued.empty():
+            self.runs.append(
+                JobRun(
+                    cluster=ClusterAddress("(none)", "-"),
+                    job=queued.get_nowait(),
+                    status=RunStatus.NOT_RUN,
+                    error="no reachable cluster took it",
+                )
+            )
+        return self.runs
+
+    async def _cluster(self, cluster: ClusterAddress, job: str, queued: asyncio.Queue[str]) -> None:
+        """One cluster's jobs: its first, then (with a queue) whatever is left when it is free."""
+        try:
+            client = await asyncio.to_thread(
+                JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
+            )
+        except Exception as error:  # noqa: BLE001 - reported per cluster; the other clusters go on
+            self.runs.append(JobRun(cluster=cluster, job=job, status=RunStatus.UNREACHABLE, error=str(error)))
             return
-        asyncio.run(self._follow(client, run))
+        self._clients[cluster.dashboard_url] = client
+        next_job: str | None = job
+        while next_job is not None:
+            run = JobRun(cluster=cluster, job=next_job)
+            self.runs.append(run)
+            try:
+                await self._run_one(client, run)
+            except Exception as error:  # noqa: BLE001 - one failed submission must not stop the others
+                run.status, run.error, run.ended = RunStatus.SUBMIT_FAILED, str(error), time.monotonic()
+                self._say(run.cluster_name, f"submission failed: {error}")
+            next_job = queued.get_nowait() if self.options.queue and not queued.empty() else None
+
+    async def _run_one(self, client: JobSubmissionClient, run: JobRun) -> None:
+        run.started = time.monotonic()
+        run.job_id = await asyncio.to_thread(
+            client.submit_job, entrypoint=self._entrypoint(run.job), runtime_env=self._runtime_env()
+        )
+        run.status = RunStatus.RUNNING
+        self._say(run.cluster_name, f"submitted {run.job_id}: {self._entrypoint(run.job)}")
+        if not self.options.wait:
+            run.status = RunStatus.of(await asyncio.to_thread(client.get_job_status, run.job_id))
+            return
+        await self._follow(client, run)
         run.ended = time.monotonic()
-        if run.status != JobStatus.SUCCEEDED:
-            run.error = (client.get_job_info(run.job_id).message or "").strip() or None
+        if run.status != RunStatus.SUCCEEDED:
+            info = await asyncio.to_thread(client.get_job_info, run.job_id)
+            run.error = (info.message or "").strip() or None
 
     async def _follow(self, client: JobSubmissionClient, run: JobRun) -> None:
-        """Stream the job's logs until its status is final, then print what the stream had not yet.
+        """Stream the job's logs until its status is final, then say what the stream had not yet.
 
         Ray's log stream ends a second or two after the job; polling the status is what
         tells us the job is over, so the next queued job starts without that delay.
@@ -159,87 +247,28 @@ class MultiClusterSubmitter:
         async def stream() -> None:
             nonlocal printed
             async for chunk in client.tail_job_logs(run.job_id):
-                self._print(run.cluster_name, chunk.rstrip("\n"))
+                self._say(run.cluster_name, chunk.rstrip("\n"))
                 printed += len(chunk)
 
         streaming = asyncio.create_task(stream())
-        while (status := await asyncio.to_thread(client.get_job_status, run.job_id)) not in TERMINAL:
+        while not (status := RunStatus.of(await asyncio.to_thread(client.get_job_status, run.job_id))).final:
             await asyncio.sleep(STATUS_POLL_S)
         streaming.cancel()
         rest = (await asyncio.to_thread(client.get_job_logs, run.job_id))[printed:]
         if rest.strip():
-            self._print(run.cluster_name, rest.rstrip("\n"))
-        run.status = status.value
-
-    def _cluster_worker(self, cluster: ClusterAddress, first: list[str], shared: queue.Queue[str]) -> None:
-        try:
-            client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
-            self._clients[cluster.dashboard_url] = client
-        except Exception as error:  # noqa: BLE001 - reported per cluster; the other clusters go on
-            with self._lock:
-                self.runs += [JobRun(cluster, job, status="UNREACHABLE", error=str(error)) for job in first]
-            return
-        pending = list(first)
-        while True:
-            if pending:
-                job = pending.pop(0)
-            elif self.options.queue:
-                try:
-                    job = shared.get_nowait()
-                except queue.Empty:
-                    return
-            else:
-                return
-            run = JobRun(cluster, job)
-            with self._lock:
-                self.runs.append(run)
-            try:
-                self._run_one(client, run)
-            except Exception as error:  # noqa: BLE001 - one failed submission must not stop the others
-                run.status, run.error, run.ended = "SUBMIT_FAILED", str(error), time.monotonic()
-                self._print(run.cluster_name, f"submission failed: {error}")
-
-    def run(self, jobs: list[str]) -> list[JobRun]:
-        first, extra = assign(jobs, self.clusters, self.options.queue)
-        shared: queue.Queue[str] = queue.Queue()
-        for job in extra:
-            shared.put(job)
-        threads = []
-        busy = [
-            (cluster, cluster_jobs) for cluster, cluster_jobs in zip(self.clusters, first, strict=True) if cluster_jobs
-        ]
-        # Every cluster is asked at once: silent ones cost one timeout in all and delay no live one.
-        with ThreadPoolExecutor(max_workers=max(1, len(busy))) as pool:
-            reasons = list(pool.map(lambda pair: check_reachable(pair[0], self.options.connect_timeout_s), busy))
-        for (cluster, cluster_jobs), reason in zip(busy, reasons, strict=True):
-            if reason:
-                self._print(cluster.name or cluster.dashboard_url, reason)
-                self.runs += [JobRun(cluster, job, status="UNREACHABLE", error=reason) for job in cluster_jobs]
-                continue
-            thread = threading.Thread(target=self._cluster_worker, args=(cluster, cluster_jobs, shared), daemon=True)
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.2)
-        unassigned = list(shared.queue)
-        if unassigned:
-            self.runs += [
-                JobRun(ClusterAddress("(none)", "-"), job, status="NOT_RUN", error="no reachable cluster took it")
-                for job in unassigned
-            ]
-        return self.runs
+            self._say(run.cluster_name, rest.rstrip("\n"))
+        run.status = status
 
     def stop_submitted(self) -> list[JobRun]:
         """Stop every job we submitted that has not ended (after Ctrl-C)."""
         stopped = []
         for run in self.runs:
             client = self._clients.get(run.cluster.dashboard_url)
-            if run.job_id and client and run.status not in TERMINAL:
+            if run.job_id and client and not run.status.final:
                 try:
                     client.stop_job(run.job_id)
                 except Exception:  # noqa: BLE001, S112 - the job may have ended meanwhile
                     continue
-                run.status = JobStatus.STOPPED
+                run.status = RunStatus.STOPPED
                 stopped.append(run)
         return stopped

@@ -1,14 +1,21 @@
-"""The one rule for cluster names, checked before a name becomes a path, a label or an address-file line.
+"""What makes a cluster ours: the one rule for its name, and the mark we leave on it.
 
-Every cluster we start (KubeRay, local) is named like a Kubernetes object: a DNS-1035 label
-short enough for KubeRay's ``<name>-head-svc`` service. Such a name cannot hold ``/``, a
+Every cluster we start (KubeRay, SLURM, local) is named like a Kubernetes object: a DNS-1035
+label short enough for KubeRay's ``<name>-head-svc`` service. Such a name cannot hold ``/``, a
 newline, a space or a glob character; several clusters are ``<name>-1`` .. ``<name>-N``, and
 commands that act on "a cluster and its numbered members" match exactly that, never a prefix.
+Commands that stop or delete clusters act only on those with the exact name and our mark.
 """
 
 from __future__ import annotations
 
 import re
+
+# Our mark on what we create: a label on RayClusters, the comment of SLURM jobs, a file in local temp dirs.
+OWNER = "isaaclab-ray-workflow"
+KUBERAY_OWNER_LABEL = "app.kubernetes.io/managed-by"
+SLURM_OWNER_COMMENT = "isaaclab_ray_workflow"
+LOCAL_OWNER_FILE = ".isaaclab_ray_cluster"  # holds the name of the cluster the temp dir was made for
 
 # KubeRay names the head service <name>-head-svc, and a Service name is a DNS-1035 label of at most 63.
 MAX_NAME_LENGTH = 63 - len("-head-svc")

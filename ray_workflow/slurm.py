@@ -29,12 +29,12 @@ import jinja2
 from ray_workflow import PROJECT_ROOT, auth, ray_ports
 from ray_workflow.address_file import ClusterAddress
 from ray_workflow.atomic_file import atomic_write_text
-from ray_workflow.names import check_cluster_name, is_member, numbered_names
+from ray_workflow.names import SLURM_OWNER_COMMENT, check_cluster_name, is_member, numbered_names
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = PROJECT_ROOT / "cluster_configs" / "slurm" / "ray_cluster.sbatch.jinja"
-MARKER = "isaaclab_ray_workflow"  # the job comment that marks a job as one of our clusters
+MARKER = SLURM_OWNER_COMMENT  # the job comment that marks a job as one of our clusters
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/slurm").expanduser()
 DEFAULT_BASE_PORT = 23000
 HEAD_WAIT_S = 300  # how long the batch script waits for the head before giving up
@@ -190,8 +190,8 @@ def render(spec: SlurmClusterSpec, state_dir: Path, log_dir: Path) -> str:
         log_file=str(log_dir.resolve() / "%x-%j.out"),
         python_bin=str(Path(sys.executable).parent),
         setup=spec.setup,
-        token_file=str(files.token) if spec.token_auth else None,
-        storage_uri=spec.storage_uri,
+        node_environment=node_environment(spec, files),
+        unset_environment=[*auth.AUTH_VARIABLES, "RAY_ADDRESS"],
         base_port=spec.base_port,
         port_block=ray_ports.PORT_BLOCK,
         head_file=str(files.head),
@@ -201,6 +201,17 @@ def render(spec: SlurmClusterSpec, state_dir: Path, log_dir: Path) -> str:
         gcs_offset=ray_ports.offset("gcs"),
         head_wait_s=HEAD_WAIT_S,
     )
+
+
+def node_environment(spec: SlurmClusterSpec, files: ClusterFiles) -> dict[str, str]:
+    """What every Ray node of the cluster runs with."""
+    return {
+        **auth.cluster_environment(files.token if spec.token_auth else None),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # The whole cluster goes at once, so a node has no one to drain its work to: stop at SIGTERM.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        **({"ISAACLAB_RAY_STORAGE_URI": spec.storage_uri} if spec.storage_uri else {}),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)

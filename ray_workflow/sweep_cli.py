@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ray_workflow import log_progress_to
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.connection import ClusterUnreachable
 from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
@@ -19,27 +20,44 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
     if with_config_flags:
         parser.add_argument("--cfg_file", type=Path, required=True, help="sweep config file (defines SWEEP)")
         parser.add_argument("--cfg_name", default="SWEEP", help="name of the Sweep in the config file")
-    parser.add_argument("--num_samples", type=positive_int, help="trials to run (grid: repeats of the grid)")
-    parser.add_argument("--searcher", choices=SEARCHERS, help="how to pick hyperparameters (default optuna)")
+    parser.add_argument(
+        "--num_samples",
+        type=positive_int,
+        help=f"trials to run, grid: repeats of the grid (default {defaults.num_samples})",
+    )
+    parser.add_argument(
+        "--searcher",
+        choices=SEARCHERS,
+        help=f"how to pick hyperparameters (default {defaults.searcher}; random with pbt)",
+    )
     parser.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
-        help="asha stops poor trials early (default); pbt evolves hyperparameters during training",
+        help="asha stops poor trials early, pbt evolves hyperparameters during training"
+        f" (default {defaults.scheduler})",
     )
     parser.add_argument("--cpus_per_trial", type=non_negative_float, help=f"default {defaults.cpus_per_trial:g}")
     parser.add_argument(
-        "--gpus_per_trial", type=non_negative_float, help="fractions share a GPU, e.g. 0.25 (default 0)"
+        "--gpus_per_trial",
+        type=non_negative_float,
+        help=f"fractions share a GPU, e.g. 0.25 (default {defaults.gpus_per_trial:g})",
     )
     parser.add_argument("--max_concurrent_trials", type=positive_int, help="default: as many as resources allow")
-    parser.add_argument("--storage_path", help="local folder or gs:// / s3:// URI (default ~/ray_results)")
+    parser.add_argument("--storage_path", help=f"local folder or gs:// / s3:// URI (default {defaults.storage_path})")
     parser.add_argument("--name", help="experiment name (default <sweep>_<date>)")
-    parser.add_argument("--ray_address", help="'auto' (default), 'local' to start Ray here, or an address")
     parser.add_argument(
-        "--trial_timeout_s", type=positive_float, help="kill a trial that writes no metric for this long"
+        "--ray_address", help=f"'auto', 'local' to start Ray here, or an address (default {defaults.ray_address})"
+    )
+    parser.add_argument(
+        "--trial_timeout_s",
+        type=positive_float,
+        help=f"kill a trial that writes no metric for this long (default {defaults.trial_timeout_s:g})",
     )
     parser.add_argument("--seed", type=int, help="seed of the searcher")
     parser.add_argument(
-        "--max_failures", type=non_negative_int, help="retries of a failed trial, from its last checkpoint (default 2)"
+        "--max_failures",
+        type=non_negative_int,
+        help=f"retries of a failed trial, from its last checkpoint (default {defaults.max_failures})",
     )
     parser.add_argument(
         "--resume", action="store_true", default=None, help="continue the interrupted sweep --name under --storage_path"
@@ -54,22 +72,15 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, sweep: Sweep) -> TunerSettings:
-    """Defaults, then the sweep's own defaults, then the flags given."""
-    names = {f.name for f in fields(TunerSettings)}
-    unknown = set(sweep.defaults) - names
-    if unknown:
-        raise SweepConfigError(f"Sweep {sweep.name!r}: unknown defaults {sorted(unknown)}; valid: {sorted(names)}")
-    values = dict(sweep.defaults)
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    values.update(given)
-    if values.get("scheduler") == "pbt" and "searcher" not in given:
-        values["searcher"] = "random"  # PBT mutates hyperparameters itself; Optuna cannot follow it
-    return TunerSettings(**values)
+    """The settings with the flags that were given (a flag left out is None)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TunerSettings) if getattr(args, f.name, None) is not None}
+    return TunerSettings.layered(sweep, given)
 
 
 def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
     parser = build_parser(with_config_flags=sweep is None)
     args = parser.parse_args(argv)
+    log_progress_to(sys.stdout)
     try:
         if sweep is None:
             sweep = load_sweep(args.cfg_file, args.cfg_name)

@@ -7,10 +7,11 @@ checkpoints, resume and tracking.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from ray_workflow.trainable import CommandTrainable
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo", "pbt")
 
+logger = logging.getLogger(__name__)
 
-@dataclass
+
+@dataclass(frozen=True, kw_only=True)
 class TunerSettings:
-    """The tuner's knobs; every one is a command-line flag of the sweep scripts."""
+    """The tuner's knobs; every one is a command-line flag of the sweep scripts, whose help shows these defaults."""
 
     num_samples: int = 8
     searcher: str = "optuna"
@@ -49,6 +52,21 @@ class TunerSettings:
     resume: bool = False
     retry_errored: bool = False
     mlflow_uri: str | None = None
+
+    @classmethod
+    def layered(cls, sweep: Sweep, given: dict[str, Any]) -> TunerSettings:
+        """These defaults, then the sweep's own defaults, then the flags ``given``.
+
+        PBT mutates hyperparameters itself and Optuna cannot follow it, so a PBT sweep searches
+        at random unless a searcher is named.
+        """
+        names = {f.name for f in fields(cls)}
+        if unknown := set(sweep.defaults) - names:
+            raise SweepConfigError(f"Sweep {sweep.name!r}: unknown defaults {sorted(unknown)}; valid: {sorted(names)}")
+        values = {**sweep.defaults, **given}
+        if values.get("scheduler") == "pbt" and "searcher" not in given:
+            values["searcher"] = "random"
+        return cls(**values)
 
     def validate(self) -> None:
         for name in ("cpus_per_trial", "gpus_per_trial", "trial_timeout_s"):
@@ -161,7 +179,7 @@ def connect(address: str) -> None:
                 check_reachable(address)
             except ConnectionInputError as error:
                 raise SweepConfigError(str(error)) from None
-        print(f"Connecting to the Ray cluster at {address}", flush=True)
+        logger.info("Connecting to the Ray cluster at %s", address)
         auth.prepare_driver(address)
     runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}
     ray.init(
@@ -188,14 +206,19 @@ def tracking_callbacks(settings: TunerSettings, name: str) -> list[tune.Callback
     return [MLflowLoggerCallback(tracking_uri=settings.mlflow_uri, experiment_name=name, save_artifact=False)]
 
 
-class ProgressPrinter(tune.Callback):
-    """One line when a trial starts or ends, with the sweep's count so far and the best value."""
+class ProgressLog(tune.Callback):
+    """One line when a trial starts or ends, with the sweep's count so far and the best value.
+
+    A trial's iterations are counted as the report counts them: each trainer iteration once
+    (the closing result repeats the last one, and a resumed trainer re-logs its checkpoint's).
+    """
 
     def __init__(self, sweep: Sweep, num_samples: int) -> None:
         self.sweep = sweep
         self.num_samples = num_samples
         self.ended = 0
         self.best: float | None = None
+        self.iterations: dict[str, set[int]] = {}
         self.started_at = time.monotonic()
 
     def _best_of(self, value: float | None) -> None:
@@ -208,10 +231,15 @@ class ProgressPrinter(tune.Callback):
         best = f"{self.best:.4g}" if self.best is not None else "-"
         elapsed = time.monotonic() - self.started_at
         total = max(self.num_samples, len(trials))  # a grid holds more trials than num_samples
-        print(
-            f"[sweep {elapsed:6.1f}s] {self.ended}/{total} trials ended, best {self.sweep.metric} {best}"
-            f" | {trial.trial_id} {what}",
-            flush=True,
+        logger.info(
+            "[sweep %6.1fs] %d/%d trials ended, best %s %s | %s %s",
+            elapsed,
+            self.ended,
+            total,
+            self.sweep.metric,
+            best,
+            trial.trial_id,
+            what,
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -219,12 +247,11 @@ class ProgressPrinter(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._best_of(result.get(self.sweep.metric))
+        self.iterations.setdefault(trial.trial_id, set()).add(result.get("iteration", result.get("training_iteration")))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
-        last = trial.last_result or {}
-        iterations = last["iteration"] + 1 if "iteration" in last else last.get("training_iteration", 0)
-        self._line(trials, trial, f"ended after {iterations} iterations")
+        self._line(trials, trial, f"ended after {len(self.iterations.get(trial.trial_id, ()))} iterations")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
@@ -234,7 +261,7 @@ class ProgressPrinter(tune.Callback):
 def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callback] | None = None) -> SweepReport:
     """Run (or, with ``settings.resume``, continue) the sweep and write its report.
 
-    ``callbacks`` join the progress printer (benchmarks use them to time results).
+    ``callbacks`` join the progress log (benchmarks use them to time results).
     """
     settings.validate()
     param_space, search_alg = build_search(sweep, settings)
@@ -256,7 +283,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     if settings.resume:
         if not tune.Tuner.can_restore(experiment):
             raise SweepConfigError(f"--resume: no sweep to continue at {experiment}")
-        print(f"Resuming {experiment}: finished trials are kept, unfinished ones continue from their checkpoints")
+        logger.info("Resuming %s: finished trials are kept, unfinished ones go on from their checkpoints", experiment)
         tuner = tune.Tuner.restore(
             experiment,
             trainable,
@@ -285,7 +312,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
                 name=name,
                 storage_path=storage_path,
                 callbacks=[
-                    ProgressPrinter(sweep, settings.num_samples),
+                    ProgressLog(sweep, settings.num_samples),
                     *tracking_callbacks(settings, name),
                     *(callbacks or []),
                 ],

@@ -25,10 +25,11 @@ from launch import main as launch_main
 from ray_workflow import address_file, crd_schema
 from ray_workflow import kuberay_manifest as km
 from ray_workflow.discovery_cli import main as discovery_main
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER
 
 CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"  # the bundled copy
 RAY_VERSION = KUBERAY_DEFAULTS["ray_version"]  # the Ray of this environment, pinned in pyproject.toml
-OURS = {km.MANAGED_BY_LABEL: km.MANAGED_BY_VALUE}
+OURS = {KUBERAY_OWNER_LABEL: OWNER}
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
 @pytest.fixture(scope="module")
 def two_clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("state")
-    clusters = lc.start_many(2, name="pair", num_cpus=1, state_dir=state_dir, progress=False)
+    clusters = lc.start_many(2, name="pair", num_cpus=1, state_dir=state_dir)
     yield clusters, state_dir
     lc.stop_matching(None, state_dir)
 
@@ -71,7 +71,14 @@ def test_stopping_one_cluster_leaves_the_others_running(tmp_path, two_clusters):
 def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
-        stale = lc.LocalCluster("stale", 45000, str(tmp_path / "gone"), bystander.pid, None, None)
+        stale = lc.LocalCluster(
+            name="stale",
+            base_port=45000,
+            temp_dir=str(tmp_path / "gone"),
+            pgid=bystander.pid,
+            num_cpus=None,
+            num_gpus=None,
+        )
         assert lc.stop(stale, tmp_path) is False
         time.sleep(0.2)
         assert bystander.poll() is None, "an unrelated process group was signalled"
@@ -131,7 +138,7 @@ def test_gpus_are_split_between_clusters_without_sharing():
 
 
 def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
-    cluster = lc.LocalCluster("c", 30000, "/tmp/x", 0, 1, 2)
+    cluster = lc.LocalCluster(name="c", base_port=30000, temp_dir="/tmp/x", pgid=0, num_cpus=1, num_gpus=2)
     env = lc.start_environment(cluster, cuda_visible_devices="2,3")
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["AUTOSCALER_METRIC_PORT"] == "30009" and env["DASHBOARD_METRIC_PORT"] == "30010"
@@ -148,7 +155,9 @@ def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
 def record(state_dir, name, temp_dir, pgid=2**22 - 3):
     """A state file as `up` writes it, for a cluster whose processes are gone."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    cluster = lc.LocalCluster(name, 45000, str(temp_dir), pgid, None, None)
+    cluster = lc.LocalCluster(
+        name=name, base_port=45000, temp_dir=str(temp_dir), pgid=pgid, num_cpus=None, num_gpus=None
+    )
     (state_dir / f"{name}.json").write_text(json.dumps(dataclasses.asdict(cluster)))
     return cluster
 

@@ -1,6 +1,6 @@
 """multicluster_submit.py and test_kuberay_config.py against real local clusters with fake GPU slots."""
 
-import io
+import os
 import re
 import socket
 import subprocess
@@ -13,7 +13,7 @@ from conftest import PROJECT_ROOT
 from ray_workflow import address_file, auth
 from ray_workflow import local_cluster as lc
 from ray_workflow.address_file import ClusterAddress
-from ray_workflow.multicluster import SubmissionError, assign
+from ray_workflow.multicluster import Plan, SubmissionError, assign
 
 SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
 
@@ -21,7 +21,7 @@ SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("mc_state")
-    started = lc.start_many(2, name="mc", num_cpus=2, num_gpus=2, state_dir=state_dir, progress=False)
+    started = lc.start_many(2, name="mc", num_cpus=2, num_gpus=2, state_dir=state_dir)
     yield started
     lc.stop_matching(None, state_dir)
 
@@ -31,8 +31,8 @@ def addresses(clusters, tmp_path):
     return address_file.write([ClusterAddress(c.name, c.dashboard_url) for c in clusters], tmp_path / "ray_address")
 
 
-def submit(*args, timeout=240):
-    return subprocess.run([*SUBMIT, *args], capture_output=True, text=True, timeout=timeout)
+def submit(*args, timeout=240, env=None):
+    return subprocess.run([*SUBMIT, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def probe_lines(output):
@@ -56,6 +56,19 @@ def test_each_job_runs_on_its_own_cluster_in_file_order(clusters, addresses):
         ("mc-2", "B", str(clusters[1].port("gcs")), "on"),
     ]
     assert result.stdout.count("SUCCEEDED") == 2
+
+
+def test_a_ray_address_exported_in_the_shell_does_not_redirect_the_jobs(clusters, addresses):
+    # Ray's job SDK prefers RAY_ADDRESS to the address it is given: both jobs would go to mc-2.
+    shell = {**os.environ, "RAY_ADDRESS": clusters[1].gcs_address}
+    result = submit(
+        "--address_file", str(addresses), "tests/job_probe.py --tag A", "tests/job_probe.py --tag B", env=shell
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted((name, tag, gcs) for name, tag, gcs, _ in probe_lines(result.stdout)) == [
+        ("mc-1", "A", str(clusters[0].port("gcs"))),
+        ("mc-2", "B", str(clusters[1].port("gcs"))),
+    ]
 
 
 def test_one_job_goes_to_every_cluster(clusters, addresses):
@@ -141,9 +154,12 @@ def test_unreachable_cluster_is_named_and_the_other_job_still_runs(clusters, tmp
 
 
 def test_assign_rules():
-    a, b = ClusterAddress("a", "http://a:1"), ClusterAddress("b", "http://b:1")
-    assert assign(["j"], [a, b], False) == ([["j"], ["j"]], [])
-    assert assign(["j0", "j1", "j2"], [a, b], True) == ([["j0"], ["j1"]], ["j2"])
+    a, b, c = (ClusterAddress(name, f"http://{name}:1") for name in "abc")
+    assert assign(["j"], [a, b], False) == Plan(first=[(a, "j"), (b, "j")], queued=[], idle=[])
+    assert assign(["j0", "j1", "j2"], [a, b], True) == Plan(first=[(a, "j0"), (b, "j1")], queued=["j2"], idle=[])
+    assert assign(["j0", "j1"], [a, b, c], False) == Plan(first=[(a, "j0"), (b, "j1")], queued=[], idle=[c])
+    with pytest.raises(SubmissionError, match="3 jobs for 2 clusters"):
+        assign(["j0", "j1", "j2"], [a, b], False)
     with pytest.raises(SubmissionError, match="unbalanced|No closing quotation"):
         assign(["x 'y"], [a], False)
     with pytest.raises(SubmissionError, match="lists no clusters"):
@@ -225,7 +241,7 @@ def test_ctrl_c_stops_the_jobs_it_submitted_and_says_so(clusters, tmp_path):
 def test_silent_clusters_are_asked_at_once_so_they_cost_one_timeout_in_all():
     from contextlib import ExitStack
 
-    from ray_workflow.multicluster import MultiClusterSubmitter, SubmitOptions
+    from ray_workflow.multicluster import MultiClusterSubmitter, RunStatus, SubmitOptions
 
     with ExitStack() as stack:
         addresses = []
@@ -235,9 +251,9 @@ def test_silent_clusters_are_asked_at_once_so_they_cost_one_timeout_in_all():
             silent.listen(8)
             addresses.append(ClusterAddress(f"silent-{index}", f"http://127.0.0.1:{silent.getsockname()[1]}"))
         started = time.monotonic()
-        runs = MultiClusterSubmitter(addresses, SubmitOptions(connect_timeout_s=4), io.StringIO()).run(["job.py"])
+        runs = MultiClusterSubmitter(SubmitOptions(connect_timeout_s=4)).run(assign(["job.py"], addresses, False))
         elapsed = time.monotonic() - started
-    assert [run.status for run in runs] == ["UNREACHABLE"] * 3
+    assert [run.status for run in runs] == [RunStatus.UNREACHABLE] * 3
     assert elapsed < 10, f"three silent clusters took {elapsed:.1f} s: asked one after another (12 s and more)"
 
 

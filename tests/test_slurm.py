@@ -40,8 +40,14 @@ def slurm_cluster():
 
 @pytest.fixture
 def env(slurm_cluster):
-    """What a user's shell would hold: SLURM's config, and our token store."""
-    return {**os.environ, **slurm_cluster.environment}
+    """A user's shell: SLURM's config, and another cluster's token and address, which sbatch passes on to
+    the job and which our clusters must ignore."""
+    return {
+        **os.environ,
+        **slurm_cluster.environment,
+        "RAY_AUTH_TOKEN": "a-token-of-another-cluster",
+        "RAY_ADDRESS": "10.0.0.1:6379",
+    }
 
 
 def launch(env: dict, cwd: Path, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,17 +11,12 @@ import yaml
 
 from ray_workflow import PROJECT_ROOT, crd_schema
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay_manifest import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    ClusterSpec,
-    ManifestError,
-    check_name,
-)
-from ray_workflow.names import is_member
+from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError, check_name
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, is_member
 
+logger = logging.getLogger(__name__)
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
-OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+OUR_SELECTOR = f"{KUBERAY_OWNER_LABEL}={OWNER}"
 
 
 def load_validator(crd_file: Path | None, kubectl: Kubectl | None) -> tuple[Any, str]:
@@ -34,7 +29,7 @@ def load_validator(crd_file: Path | None, kubectl: Kubectl | None) -> tuple[Any,
             return crd_schema.validator_from_text(text), "the cluster's rayclusters.ray.io CRD"
         except (KubectlError, crd_schema.CrdError) as error:
             reason = str(error).strip().splitlines()[-1]
-            print(f"note: cannot read the live CRD ({reason}); using the bundled KubeRay v1.7.0 CRD", file=sys.stderr)
+            logger.warning("cannot read the live CRD (%s); using the bundled KubeRay v1.7.0 CRD", reason)
     return crd_schema.validator_from_file(BUNDLED_CRD), f"bundled {BUNDLED_CRD.name} (KubeRay v1.7.0)"
 
 
