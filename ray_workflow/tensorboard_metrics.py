@@ -18,10 +18,11 @@ EVENT_FILE_GLOB = "events.out.tfevents.*"
 
 @dataclass
 class MetricRow:
-    """All scalars written for one training iteration (one TensorBoard step)."""
+    """All scalars written for one training iteration (one TensorBoard step), and when the trainer wrote them."""
 
     step: int
     values: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
 
 
 def event_files(log_dir: Path) -> frozenset[Path]:
@@ -61,6 +62,7 @@ class ScalarReader:
                         continue
                     row = self._pending.setdefault(event.step, MetricRow(event.step))
                     row.values[value.tag] = float(tensor_util.make_ndarray(value.tensor).item())
+                    row.wall_time = max(row.wall_time, event.wall_time)
 
     def poll(self, required_tag: str | None = None, final: bool = False) -> list[MetricRow]:
         """Return the iterations that are complete, oldest first.

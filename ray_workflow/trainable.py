@@ -74,8 +74,9 @@ class CommandTrainable(tune.Trainable):
         self.process = None
         self.resume_from: Path | None = None
         self.reader: ScalarReader | None = None
-        self.queue: list[dict[str, Any]] = []
+        self.queue: list[tuple[dict[str, Any], float]] = []  # each result, and when the trainer logged it
         self.last_result: dict[str, Any] | None = None
+        self.last_logged_at: float | None = None
         self.outputs_persisted = False
 
     @property
@@ -134,15 +135,15 @@ class CommandTrainable(tune.Trainable):
             self.last_progress = time.monotonic()
             if self.warm_cache_lock is not None:
                 self.warm_cache_lock.warmed()
-            last = self.queue[-1] if self.queue else self.last_result
+            last = self.queue[-1][0] if self.queue else self.last_result
             if self.metric in row.values and (last is None or row.step > last["iteration"]):
-                self.queue.append({**row.values, "iteration": row.step})
+                self.queue.append(({**row.values, "iteration": row.step}, row.wall_time))
 
     def step(self) -> dict[str, Any]:
         process = self.process or self._start()
         if (exit_code := self._wait_for_result(process)) is not None:
             return self._finish(exit_code)
-        self.last_result = self.queue.pop(0)
+        self.last_result, self.last_logged_at = self.queue.pop(0)
         if self.iteration + 1 < self.max_iterations:
             return self.last_result
         # The sweep's last iteration: let the trainer save and exit, unless it trains on (a
@@ -200,8 +201,14 @@ class CommandTrainable(tune.Trainable):
         return f" under {self.process.reported_log_dir}"
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        """Copy the trainer's newest checkpoint into Tune's checkpoint folder."""
-        newest = self._newest_trainer_checkpoint()
+        """Copy the trainer's newest checkpoint that is not ahead of the reported results into Tune's folder.
+
+        A trainer runs ahead of its results (TensorBoard flushes late): a checkpoint it saved after
+        logging the last reported iteration may hold iterations Tune never saw, and resuming from it
+        would leave them out for good. One saved before that is safe: the trainer resumes at or before
+        the next iteration Tune expects, and iterations it logs again are dropped.
+        """
+        newest = self._newest_trainer_checkpoint(saved_by=self.last_logged_at) or self.resume_from
         # The last result goes along: a trial restored at its last iteration has nothing left
         # to train, and finishes with this result.
         index = {"file": newest.name if newest else None, "last_result": self.last_result}
@@ -221,11 +228,14 @@ class CommandTrainable(tune.Trainable):
         shutil.copy2(Path(checkpoint_dir) / index["file"], kept)
         self.resume_from = kept
 
-    def _newest_trainer_checkpoint(self) -> Path | None:
+    def _newest_trainer_checkpoint(self, saved_by: float | None) -> Path | None:
+        """The trainer's newest checkpoint file, of those saved by the time ``saved_by`` (any, if None)."""
         log_dir = self.trainer_log_dir
         if self.job.checkpoints is None or log_dir is None or not log_dir.is_dir():
             return None
         found = [path for path in log_dir.glob(self.job.checkpoints.pattern) if path.is_file()]
+        if saved_by is not None:
+            found = [path for path in found if path.stat().st_mtime <= saved_by]
         return max(found, key=lambda path: (path.stat().st_mtime, path.name)) if found else None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:

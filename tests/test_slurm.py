@@ -144,7 +144,6 @@ def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env
 
 
 def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_only_ours(env, tmp_path, slurm_cluster):
-    state, addresses = tmp_path / "state", tmp_path / "ray_address"
     # Jobs that are not this cluster: one with its name but not our marker, one with our marker and a longer name.
     others = [
         slurm_cluster.run("sbatch", "--parsable", "--job-name=team", "--mem=100M", "--wrap", "sleep 600"),
@@ -160,6 +159,15 @@ def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_onl
     ]
     assert all(other.returncode == 0 for other in others), [other.stderr for other in others]
     other_ids = sorted(other.stdout.strip() for other in others)
+    try:
+        check_cluster_and_cancel_it(env, tmp_path, slurm_cluster, other_ids)
+    finally:
+        slurm_cluster.run("scancel", *other_ids)
+        wait_for(lambda: slurm_cluster.queue() == [], 60, "the other jobs to end")
+
+
+def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmForTests, other_ids: list[str]) -> None:
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
     submitted = launch(
         env, tmp_path, *SMALL, "--name", "team", "--max_workers", "1", "--state_dir", str(state), "--no_wait"
     )
@@ -218,9 +226,7 @@ def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_onl
     assert wait_until_none(lambda: ray_processes(job_id), 30) == []
     assert list(Path("/tmp").glob(f"ray-{job_id}-*")) == []
     assert list(state.glob("team.*")) == []
-    assert auth.token_for(cluster.dashboard_url) is None
-    slurm_cluster.run("scancel", *other_ids)
-    wait_for(lambda: slurm_cluster.queue() == [], 60, "the other jobs to end")
+    assert not auth.token_path(cluster.dashboard_url).exists()
 
 
 def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp_path, slurm_cluster):
