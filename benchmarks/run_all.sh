@@ -10,3 +10,4 @@ $PY tuner_overhead.py --trials 8 --seconds 2 --concurrency 2 --repeats 3
 $PY multicluster_submit.py --job_seconds 5 --repeats 3
 $PY cartpole_sweep.py --repeats 3
 [ -f ../.venv-isaaclab/.installed ] && $PY isaaclab_sweep.py --trials 4 || echo "isaaclab_sweep.py skipped: run make isaaclab first"
+$PY slurm_launch.py --repeats 3
