@@ -184,7 +184,8 @@ def with_host_defaults(args: argparse.Namespace) -> argparse.Namespace:
     given = [name for name in foreign if getattr(args, name) is not None]
     if given:
         where = "on SLURM" if on_slurm else f"with --cluster_host {args.cluster_host}"
-        raise ManifestError(f"--{given[0]} does not apply {where}")
+        hint = " (a module or container line goes in --setup)" if on_slurm and given[0] == "image" else ""
+        raise ManifestError(f"--{given[0]} does not apply {where}{hint}")
     for name, default in (SLURM_DEFAULTS if on_slurm else KUBERAY_DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, default)

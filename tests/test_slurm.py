@@ -79,6 +79,8 @@ def alive_nodes(dashboard: str) -> list[dict]:
         (["--cpu_per_worker", "1.5"], "--cpu_per_worker 1.5: SLURM allocates whole CPUs"),
         (["--time", "soon"], "--time 'soon': not a SLURM time limit"),
         (["--namespace", "ns"], "--namespace does not apply on SLURM"),
+        (["--image", "img"], "--image does not apply on SLURM (a module or container line goes in --setup)"),
+        (["--cluster_host", "local", "--partition", "gpu"], "--partition does not apply with --cluster_host local"),
         (["--name", "Team/A"], "--name 'Team/A' is not a valid"),
         (["--setup", "module load a\nrm -rf ~"], "--setup"),
         (["--gres", "gpu:a100:2;reboot"], "--gres"),
