@@ -406,15 +406,6 @@ def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: 
         time.sleep(poll_s)
 
 
-def ready_clusters(name: str | None, state_dir: Path) -> list[ClusterAddress]:
-    """The addresses of our running clusters that are ready now (no waiting)."""
-    return [
-        address
-        for job in our_jobs(name)
-        if job.state == "RUNNING" and (address := _ready_address(job, state_dir)) is not None
-    ]
-
-
 def recorded(state_dir: Path) -> list[SlurmJob]:
     """Our clusters recorded in ``state_dir`` (those launched from here), with the state SLURM gives each now."""
     jobs = []

@@ -17,15 +17,27 @@ import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_none
 from slurm_harness import SlurmForTests, missing
 
-from ray_workflow import address_file, auth
+from ray_workflow import address_file, auth, local_cluster
+from ray_workflow.ray_ports import PORT_BLOCK
 
 why_not = missing()
 if why_not and os.environ.get("CI"):
     raise RuntimeError(f"CI must run the SLURM tests: {why_not}")
 pytestmark = pytest.mark.skipif(why_not is not None, reason=why_not or "")
 
+
+def free_ports_for_two_nodes() -> int:
+    """A base port whose two blocks (head and worker) nothing on this busy machine holds."""
+    base = local_cluster.free_base_port(start=24000)
+    while local_cluster.ports_in_use(base + PORT_BLOCK):
+        base = local_cluster.free_base_port(start=base + 2 * PORT_BLOCK)
+    return base
+
+
 # A small cluster that fits the test SLURM's two nodes: the head on one, a worker on the other.
-SMALL = ["--cpu_per_worker", "1", "--gpu_per_worker", "0", "--ram_gb_per_worker", "2", "--time", "15"]
+NODES = ["--cpu_per_worker", "1", "--gpu_per_worker", "0", "--ram_gb_per_worker", "2"]
+NODES += ["--base_port", str(free_ports_for_two_nodes())]
+SMALL = [*NODES, "--time", "15"]
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +267,7 @@ def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp
 
 def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, slurm_cluster):
     state, addresses = tmp_path / "state", tmp_path / "ray_address"
-    flags = [*SMALL[:-2], "--time", "1", "--name", "short", "--max_workers", "0"]
+    flags = [*NODES, "--time", "1", "--name", "short", "--max_workers", "0"]
     started = launch(env, tmp_path, *flags, "--state_dir", str(state), "--address_file", str(addresses))
     assert started.returncode == 0, started.stderr
     (cluster,) = address_file.read(addresses)
