@@ -67,10 +67,14 @@ def token_for(address: str) -> str | None:
         return os.environ.get("RAY_AUTH_TOKEN") or None
 
 
+def bearer_headers(token: str | None) -> dict[str, str]:
+    """The headers of a dashboard request that carries ``token`` (none without a token)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def http_headers(address: str) -> dict[str, str]:
     """What a dashboard (job submission) request to ``address`` must carry."""
-    token = token_for(address)
-    return {"Authorization": f"Bearer {token}"} if token else {}
+    return bearer_headers(token_for(address))
 
 
 def cluster_environment(token_file: Path | None) -> dict[str, str]:

@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_PORT = 21000
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
-# Written into every temp dir we create; a temp dir is deleted only if it holds this file naming its cluster.
-OWNER_MARKER = LOCAL_OWNER_FILE
 
 
 class LocalClusterError(RuntimeError):
@@ -198,7 +196,7 @@ def start(
         )
     # Ray's socket paths must stay short, so temp dirs live directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
-    (Path(temp_dir) / OWNER_MARKER).write_text(name)
+    (Path(temp_dir) / LOCAL_OWNER_FILE).write_text(name)
     cluster = LocalCluster(
         name=name,
         base_port=base_port,
@@ -274,7 +272,7 @@ def _remove_temp_dir(cluster: LocalCluster) -> None:
     """Delete the cluster's temp dir only if we created it for this cluster (it holds our marker)."""
     temp_dir = Path(cluster.temp_dir)
     try:
-        owner = (temp_dir / OWNER_MARKER).read_text()
+        owner = (temp_dir / LOCAL_OWNER_FILE).read_text()
     except OSError:
         owner = None
     if owner == cluster.name:

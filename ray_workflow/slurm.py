@@ -99,18 +99,6 @@ class SlurmClusterSpec:
     def num_nodes(self) -> int:
         return 1 + self.num_workers
 
-    @property
-    def ports(self) -> range:
-        return range(self.base_port, self.base_port + ray_ports.PORT_BLOCK * self.num_nodes)
-
-    @property
-    def dashboard_port(self) -> int:
-        return self.base_port + ray_ports.offset("dashboard")
-
-    @property
-    def gcs_port(self) -> int:
-        return self.base_port + ray_ports.offset("gcs")
-
 
 _RULES = {
     "--max_workers": "must be a whole number of worker nodes, 0 or more",
@@ -195,7 +183,7 @@ def render(spec: SlurmClusterSpec, state_dir: Path, log_dir: Path) -> str:
         base_port=spec.base_port,
         port_block=ray_ports.PORT_BLOCK,
         head_file=str(files.head),
-        head_port_flags=[(flag, delta) for flag, delta in ray_ports.flag_offsets(head=True)[:3]],
+        head_port_flags=[(flag, ray_ports.offset(service)) for flag, service in ray_ports.HEAD_PORT_FLAGS.items()],
         node_port_flags=ray_ports.flag_offsets(head=False),
         head_metric_environment=ray_ports.metric_environment(spec.base_port),
         gcs_offset=ray_ports.offset("gcs"),
@@ -282,7 +270,8 @@ def _record(files: ClusterFiles) -> dict | None:
 def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> list[SlurmJob]:
     """Submit one job per cluster, or none: every script is checked by ``sbatch --test-only`` before the first
     is submitted, and if a later submission fails the jobs already submitted are cancelled."""
-    if clashing := [job for spec in specs for job in our_jobs(spec.name) if job.name == spec.name]:
+    names = {spec.name for spec in specs}
+    if clashing := [job for job in our_jobs() if job.name in names]:
         raise SlurmInputError(
             f"--name: cluster {clashing[0].name!r} already runs as SLURM job {clashing[0].job_id}; "
             "cancel it with --down or choose another --name"
@@ -333,8 +322,8 @@ def _addresses(head_ip: str, base_port: int) -> list[str]:
     ]
 
 
-def _alive_nodes(dashboard: str) -> int:
-    request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=10000", headers=auth.http_headers(dashboard))
+def _alive_nodes(dashboard: str, token: str | None) -> int:
+    request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=10000", headers=auth.bearer_headers(token))
     with urllib.request.urlopen(request, timeout=5) as response:
         nodes = json.load(response)["data"]["result"]["result"]
     return sum(node.get("state") == "ALIVE" for node in nodes)
@@ -353,14 +342,15 @@ def _ready_address(job: SlurmJob, state_dir: Path) -> ClusterAddress | None:
     spec = record["spec"]
     addresses = _addresses(head_ip, int(spec["base_port"]))
     dashboard = addresses[1]
-    if spec["token_auth"]:
-        auth.save_token(addresses, files.token.read_text().strip())
     try:
-        alive = _alive_nodes(dashboard)
+        token = files.token.read_text().strip() if spec["token_auth"] else None
+        alive = _alive_nodes(dashboard, token)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if alive < 1 + int(spec["num_workers"]):
         return None
+    if token:
+        auth.save_token(addresses, token)
     return ClusterAddress(job.name, dashboard)
 
 
