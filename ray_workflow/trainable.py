@@ -208,7 +208,9 @@ class CommandTrainable(tune.Trainable):
         would leave them out for good. One saved before that is safe: the trainer resumes at or before
         the next iteration Tune expects, and iterations it logs again are dropped.
         """
-        newest = self._newest_trainer_checkpoint(saved_by=self.last_logged_at) or self.resume_from
+        # Before this trainer's first result, every file it saved is ahead: keep the one it resumed from.
+        saved = None if self.last_logged_at is None else self._newest_trainer_checkpoint(saved_by=self.last_logged_at)
+        newest = saved or self.resume_from
         # The last result goes along: a trial restored at its last iteration has nothing left
         # to train, and finishes with this result.
         index = {"file": newest.name if newest else None, "last_result": self.last_result}
@@ -228,15 +230,14 @@ class CommandTrainable(tune.Trainable):
         shutil.copy2(Path(checkpoint_dir) / index["file"], kept)
         self.resume_from = kept
 
-    def _newest_trainer_checkpoint(self, saved_by: float | None) -> Path | None:
-        """The trainer's newest checkpoint file, of those saved by the time ``saved_by`` (any, if None)."""
+    def _newest_trainer_checkpoint(self, saved_by: float) -> Path | None:
+        """The trainer's newest checkpoint file of those saved by the time ``saved_by``."""
         log_dir = self.trainer_log_dir
         if self.job.checkpoints is None or log_dir is None or not log_dir.is_dir():
             return None
-        found = [path for path in log_dir.glob(self.job.checkpoints.pattern) if path.is_file()]
-        if saved_by is not None:
-            found = [path for path in found if path.stat().st_mtime <= saved_by]
-        return max(found, key=lambda path: (path.stat().st_mtime, path.name)) if found else None
+        files = [path for path in log_dir.glob(self.job.checkpoints.pattern) if path.is_file()]
+        eligible = [(mtime, path.name, path) for path in files if (mtime := path.stat().st_mtime) <= saved_by]
+        return max(eligible)[2] if eligible else None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Run the next trial in this same actor (``reuse_actors``): saves starting a Ray worker per trial.
