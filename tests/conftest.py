@@ -86,6 +86,12 @@ def wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sweep_command(config: Path, address: str, storage: Path, name: str, *flags: str) -> list[str]:
+    """A sweep config run as its own driver process against ``address``, its experiment at ``storage/name``."""
+    command = [sys.executable, str(config), "--ray_address", address, "--storage_path", str(storage)]
+    return [*command, "--name", name, *flags]
+
+
 def saved_sweep_state(experiment: Path) -> tuple[list[Path], list[Path]] | None:
     """From Tune's own saved experiment state: the finished trials' folders and those of unfinished
     trials with a checkpoint, once it records both (what a resume would start from); else None.

@@ -11,12 +11,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import PROJECT_ROOT, live_processes, saved_sweep_state, wait_for, wait_until_none
+from conftest import PROJECT_ROOT, live_processes, saved_sweep_state, sweep_command, wait_for, wait_until_none
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_workflow.report import ERROR, FINISHED, STOPPED
@@ -25,6 +24,7 @@ from ray_workflow.tuning import TunerSettings, run_sweep
 
 ISAACLAB_VENV = PROJECT_ROOT / ".venv-isaaclab"
 CONFIG = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "isaaclab3_cartpole.py"
+PATIENT = ("--trial_timeout_s", "600")  # Newton compiles its kernels (about 50 s cold) before the first metric
 METRIC = "Train/mean_reward"
 
 if not (ISAACLAB_VENV / ".installed").exists():
@@ -128,29 +128,15 @@ def test_bad_override_makes_an_error_trial_with_the_exit_code(ray_driver, tmp_pa
     assert trial.status == ERROR and "exited with code 1" in trial.error, trial.error
 
 
-def sweep_command(address: str, storage: Path, name: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(CONFIG),
-        "--ray_address",
-        address,
-        "--storage_path",
-        str(storage),
-        "--name",
-        name,
-        "--trial_timeout_s",
-        "600",
-        *extra,
-    ]
-
-
 def test_killed_trainer_is_retried_from_its_model_checkpoint_and_continues_the_iteration_count(
     ray_driver, tmp_path, isaaclab_env, monkeypatch
 ):
     monkeypatch.setenv("ISAACLAB_MAX_ITERATIONS", "40")
     storage, cwd = tmp_path / "storage", isaaclab_env["ISAACLAB_CWD"]
     driver = subprocess.Popen(
-        sweep_command(ray_driver.gcs_address, storage, "retry", "--num_samples", "1", "--max_failures", "1"),
+        sweep_command(
+            CONFIG, ray_driver.gcs_address, storage, "retry", *PATIENT, "--num_samples", "1", "--max_failures", "1"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -190,8 +176,8 @@ def test_interrupted_isaac_lab_sweep_resumes_keeping_finished_trials(ray_driver,
     storage = tmp_path / "storage"
     experiment = storage / "resumable"
     command = sweep_command(
-        ray_driver.gcs_address, storage, "resumable", "--num_samples", "2", "--max_concurrent_trials", "1",
-        "--scheduler", "fifo", "--searcher", "random", "--seed", "3",
+        CONFIG, ray_driver.gcs_address, storage, "resumable", *PATIENT, "--num_samples", "2",
+        "--max_concurrent_trials", "1", "--scheduler", "fifo", "--searcher", "random", "--seed", "3",
     )  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

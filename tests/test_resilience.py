@@ -7,12 +7,11 @@ real Ray Tune, real CartPole training with the trainer's own checkpoints.
 import csv
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_for, wait_until_gone
+from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, sweep_command, wait_for, wait_until_gone
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
@@ -49,26 +48,8 @@ def write_config(tmp_path: Path, iterations: int, interval: int, grid: list[floa
     return path
 
 
-def sweep_command(config: Path, address: str, storage: Path, name: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(config),
-        "--ray_address",
-        address,
-        "--storage_path",
-        str(storage),
-        "--name",
-        name,
-        "--searcher",
-        "grid",
-        "--scheduler",
-        "fifo",
-        "--num_samples",
-        "1",
-        "--trial_timeout_s",
-        "120",
-        *extra,
-    ]
+# Each grid point once, in grid order, with no early stopping.
+ONE_BY_ONE = ("--searcher", "grid", "--scheduler", "fifo", "--num_samples", "1", "--trial_timeout_s", "120")
 
 
 def results_by_trial(experiment: Path) -> dict[str, dict]:
@@ -89,7 +70,7 @@ def test_killed_driver_resumes_keeping_finished_trials_and_continuing_unfinished
     config = write_config(tmp_path, iterations=40, interval=10, grid=[0.0, 0.001, 0.01])
     storage, name = tmp_path / "storage", "resumable"
     experiment = storage / name
-    command = sweep_command(config, cluster.gcs_address, storage, name, "--max_concurrent_trials", "1")
+    command = sweep_command(config, cluster.gcs_address, storage, name, *ONE_BY_ONE, "--max_concurrent_trials", "1")
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     finished, checkpointed = wait_for(lambda: saved_sweep_state(experiment), 180, "a finished and a checkpointed trial")
@@ -115,7 +96,7 @@ def test_trial_on_a_lost_node_is_retried_from_its_checkpoint_and_the_sweep_compl
     config = write_config(tmp_path, iterations=80, interval=10, grid=[0.0, 0.001])
     storage, name = tmp_path / "storage", "node_loss"
     driver = subprocess.Popen(
-        sweep_command(config, cluster.gcs_address, storage, name, "--max_failures", "2"),
+        sweep_command(config, cluster.gcs_address, storage, name, *ONE_BY_ONE, "--max_failures", "2"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
