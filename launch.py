@@ -34,11 +34,10 @@ from ray_workflow.kuberay_manifest import (  # noqa: E402
     ClusterSpec,
     ManifestError,
     available_hosts,
-    cluster_names,
     render,
     worker_groups,
 )
-from ray_workflow.names import ClusterNameError  # noqa: E402
+from ray_workflow.names import ClusterNameError, numbered_names  # noqa: E402
 
 SLURM = "slurm"
 # Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
@@ -245,7 +244,7 @@ def kuberay_main(args: argparse.Namespace) -> int:
         storage_uri=args.storage_uri,
         token_auth=not args.no_auth,
     )
-    specs = specs_for(base, cluster_names(args.name, args.num_clusters))
+    specs = specs_for(base, numbered_names(args.name, args.num_clusters))
     manifests = [render(args.cluster_host, spec) for spec in specs]
     validator, source = load_validator(args.crd, None if args.dry_run else kubectl)
     validate(manifests, validator)

@@ -11,8 +11,8 @@ import yaml
 
 from ray_workflow import PROJECT_ROOT, crd_schema
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError, check_name
-from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, is_member
+from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name, is_member
 
 logger = logging.getLogger(__name__)
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
@@ -85,7 +85,7 @@ def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
 
     Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
     """
-    check_name(name)
+    check_cluster_name(name)
     names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
     chosen = [cluster for cluster in names if is_member(cluster, name)]
     if chosen:

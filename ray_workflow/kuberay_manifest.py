@@ -17,7 +17,7 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, ClusterNameError, check_cluster_name, numbered_names
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
 TEMPLATE_NAME = "kuberay.yaml.jinja"
@@ -26,20 +26,6 @@ _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 class ManifestError(ValueError):
     """Cluster settings or a template that cannot produce a valid manifest; the message says which."""
-
-
-def check_name(name: str, what: str = "--name") -> None:
-    try:
-        check_cluster_name(name, what)
-    except ClusterNameError as error:
-        raise ManifestError(str(error)) from None
-
-
-def cluster_names(name: str, num_clusters: int) -> list[str]:
-    try:
-        return numbered_names(name, num_clusters)
-    except ClusterNameError as error:
-        raise ManifestError(str(error)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +82,7 @@ def available_hosts() -> list[str]:
 
 
 def check_spec(spec: ClusterSpec) -> None:
-    check_name(spec.name)
+    check_cluster_name(spec.name)
     if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
         raise ManifestError(f"--namespace {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)")
     if not spec.image or any(char.isspace() for char in spec.image):
