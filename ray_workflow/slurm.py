@@ -248,14 +248,14 @@ def job_state(job_id: str, name: str) -> SlurmJob:
         ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, check=False
     )
     fields = dict(re.findall(r"(\w+)=(\S*)", result.stdout)) if result.returncode == 0 else {}
-    if fields.get("JobName") not in (None, name):
+    if fields.get("JobName") != name:  # ended too long ago, or the id now belongs to another job
         return SlurmJob(job_id=job_id, name=name, state="ENDED", reason="SLURM no longer knows this job")
     return SlurmJob(
         job_id=job_id,
         name=name,
         state=fields.get("JobState", "ENDED"),
         nodes=fields.get("NodeList", ""),
-        reason=fields.get("Reason", "SLURM no longer knows this job") if fields else "SLURM no longer knows this job",
+        reason=fields.get("Reason", ""),
     )
 
 
@@ -416,9 +416,10 @@ def cancel(name: str, state_dir: Path, timeout_s: float = 60.0) -> list[SlurmJob
     if jobs:
         _run(["scancel", *[job.job_id for job in jobs]], f"cancelling {', '.join(job.name for job in jobs)}")
         deadline = time.monotonic() + timeout_s
-        while any(job.job_id in {j.job_id for j in our_jobs(name)} for job in jobs):
+        cancelled = {job.job_id for job in jobs}
+        while left := cancelled & {job.job_id for job in our_jobs(name)}:
             if time.monotonic() > deadline:
-                raise SlurmError(f"SLURM has not ended {', '.join(job.job_id for job in jobs)} after {timeout_s:g} s")
+                raise SlurmError(f"SLURM has not ended {', '.join(sorted(left))} after {timeout_s:g} s")
             time.sleep(1.0)
     for cluster in _names_in(state_dir, name):
         files = ClusterFiles(state_dir=state_dir, name=cluster)
