@@ -24,12 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from ray_workflow import address_file, crd_schema, log_progress_to, slurm  # noqa: E402
+from ray_workflow import address_file, auth, crd_schema, log_progress_to, slurm  # noqa: E402
 from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
 from ray_workflow.crd_schema import CrdError  # noqa: E402
 from ray_workflow.kubectl import Kubectl, KubectlError  # noqa: E402
-from ray_workflow.kuberay import apply, down, load_validator, read_manifests, specs_for, to_yaml, validate  # noqa: E402
+from ray_workflow.kuberay import (  # noqa: E402
+    apply,
+    default_auth_secret,
+    down,
+    load_validator,
+    read_manifests,
+    specs_for,
+    to_yaml,
+    validate,
+)
 from ray_workflow.kuberay_manifest import (  # noqa: E402
     ClusterSpec,
     ManifestError,
@@ -53,6 +62,7 @@ KUBERAY_DEFAULTS = {
     "crd": None,
     "output": None,
     "kubectl_context": None,
+    "auth_secret": None,
 }
 SLURM_DEFAULTS = {
     "partition": None,
@@ -83,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no_auth",
         action="store_true",
         help="no Ray token authentication: anyone who reaches the head inside the cluster network can run code",
+    )
+    parser.add_argument(
+        "--cluster_token",
+        action="store_true",
+        help="a new token for each cluster instead of your Ray token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)",
     )
     parser.add_argument("--dry_run", action="store_true", help="print the manifests or batch scripts; touch nothing")
     parser.add_argument(
@@ -128,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kuberay.add_argument("--output", type=Path, help="also write the manifests to this file")
     kuberay.add_argument("--kubectl_context", help="kubectl context to use")
+    kuberay.add_argument(
+        "--auth_secret",
+        help="the Secret holding your Ray token for the clusters, made or updated from your token if it is ours "
+        f"(default {default_auth_secret()})",
+    )
 
     on_slurm = parser.add_argument_group("SLURM only")
     on_slurm.add_argument("--partition", help="partition to run in (default: the cluster's default partition)")
@@ -243,6 +263,7 @@ def kuberay_main(args: argparse.Namespace) -> int:
         service_account_name=args.service_account_name,
         storage_uri=args.storage_uri,
         token_auth=not args.no_auth,
+        auth_secret=None if args.cluster_token else args.auth_secret or default_auth_secret(),
     )
     specs = specs_for(base, numbered_names(args.name, args.num_clusters))
     manifests = [render(args.cluster_host, spec) for spec in specs]
@@ -250,11 +271,14 @@ def kuberay_main(args: argparse.Namespace) -> int:
     validate(manifests, validator)
     if args.output:
         atomic_write_text(args.output, to_yaml(manifests))
+    shares_token = base.token_auth and base.auth_secret is not None
     if args.dry_run:
         print(to_yaml(manifests), end="")
-        print(f"# {len(manifests)} manifest(s) valid against {source}; nothing applied", file=sys.stderr)
+        secret = f" and Secret {base.auth_secret} holding your Ray token (not shown)" if shares_token else ""
+        print(f"# {len(manifests)} manifest(s) valid against {source}{secret}; nothing applied", file=sys.stderr)
         return 0
-    print(apply(manifests, args.namespace, kubectl), end="")
+    token = auth.user_token().value if shares_token else None
+    print(apply(manifests, args.namespace, kubectl, token), end="")
     print(f"applied {len(manifests)} RayCluster(s), validated against {source}")
     return 0
 
@@ -278,6 +302,7 @@ def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
         setup=tuple(args.setup),
         base_port=args.base_port,
         token_auth=not args.no_auth,
+        own_token=args.cluster_token,
         storage_uri=args.storage_uri,
     )
 
@@ -326,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             return check_file(args.check, args.crd)
         return slurm_main(args) if args.cluster_host == SLURM else kuberay_main(args)
-    except (ManifestError, CrdError, ClusterNameError, slurm.SlurmInputError, address_file.AddressFileError) as error:
+    except (
+        ManifestError,
+        CrdError,
+        ClusterNameError,
+        slurm.SlurmInputError,
+        address_file.AddressFileError,
+        auth.TokenError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (KubectlError, slurm.SlurmError) as error:

@@ -50,6 +50,12 @@ def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> No
         action="store_true",
         help="no token authentication: only on a machine where you trust everyone who can reach its ports",
     )
+    parser.add_argument(
+        "--cluster_token",
+        action="store_true",
+        help="a new token for each cluster instead of your Ray token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token); "
+        "Ray's CLI then needs RAY_AUTH_TOKEN set to it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +90,7 @@ def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
         base_port=args.base_port,
         state_dir=args.state_dir,
         token_auth=not args.no_auth,
+        own_token=args.cluster_token,
         node_ip=args.node_ip_address,
     )
 
@@ -99,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.output:
             _write_addresses(clusters, args.output)
-        env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, **auth.driver_environment(clusters[0].gcs_address)}
+        token = auth.token_for(clusters[0].gcs_address) if clusters[0].token_file else None
+        env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, **auth.driver_environment(token)}
         return subprocess.run(command, env=env, check=False).returncode
     except OSError as error:
         print(f"error: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
         else:
             return _run(args)
-    except (lc.LocalClusterInputError, ClusterNameError) as error:
+    except (lc.LocalClusterInputError, ClusterNameError, auth.TokenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except lc.LocalClusterError as error:

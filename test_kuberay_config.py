@@ -12,15 +12,13 @@ import os
 import sys
 from pathlib import Path
 
-import ray
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import auth  # noqa: E402
 from ray_workflow.cli_types import non_negative_float, positive_int  # noqa: E402
 from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check  # noqa: E402
-from ray_workflow.connection import ClusterUnreachable, ConnectionInputError, check_reachable  # noqa: E402
+from ray_workflow.connection import ClusterUnreachable, ConnectionInputError, connect_driver  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,14 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.address:
-        try:
-            check_reachable(args.address, "--address")
-        except (ClusterUnreachable, ConnectionInputError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2 if isinstance(error, ConnectionInputError) else 1
-        auth.prepare_driver(args.address)
-    ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        connect_driver(args.address, "--address", logging_level="WARNING", log_to_driver=False)
+    except (ClusterUnreachable, ConnectionInputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConnectionInputError) else 1
     try:
         reports = run_check(
             args.num_jobs, args.gpus_per_job, args.require_isaaclab, check_capacity_first=not args.wait_for_autoscaling

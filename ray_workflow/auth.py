@@ -1,29 +1,65 @@
 """Ray's token authentication, the one place where our tools set ``RAY_AUTH_MODE`` and find tokens.
 
-Every cluster we start requires a token (Ray's ``RAY_AUTH_MODE=token``): local clusters get
-a fresh one each, KubeRay clusters one that KubeRay keeps in a Secret. Tokens are kept per
-cluster address in files only the user can read (``~/.cache/isaaclab_ray/tokens``, or
-``$ISAACLAB_RAY_TOKEN_DIR``), so job submission, sweeps and checks send each cluster its own
-token without the user pasting it. A token is never printed.
+Ray's model is one token per user, kept where Ray's own CLI and SDK look for it
+(``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``) and given to every cluster the user
+starts; with ``RAY_AUTH_MODE=token`` exported, ``ray job submit``, ``ray status`` and the rest
+send it. Our tools make that token (mode 0600) the first time a cluster needs it, and give it to
+local clusters, SLURM jobs (through their state dir, never a command line) and KubeRay clusters (a
+Secret). A cluster with a token of its own (``--cluster_token``), or one someone else started
+whose token the grok script found, has its token kept per address in files only the user can read
+(``~/.cache/isaaclab_ray/tokens``, or ``$ISAACLAB_RAY_TOKEN_DIR``). Every cluster we start or find
+has its token kept there, so our tools send each cluster its own whatever the shell holds. A token
+is never printed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray_workflow.atomic_file import atomic_write_text
 
+logger = logging.getLogger(__name__)
+
 AUTH_MODE = "RAY_AUTH_MODE"
+TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
+TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
 # Every variable by which Ray takes a token: a cluster we start must see none but ours.
-AUTH_VARIABLES = (AUTH_MODE, "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+AUTH_VARIABLES = (AUTH_MODE, TOKEN_VARIABLE, TOKEN_PATH_VARIABLE)
 DEFAULT_TOKEN_DIR = Path("~/.cache/isaaclab_ray/tokens").expanduser()
+
+
+class TokenError(ValueError):
+    """A token file that cannot hold a token (a folder, empty, unreadable); the message names the file."""
+
+
+class TokenRefused(RuntimeError):
+    """A cluster that refused the token we sent, or wanted one we do not have; the message names both."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token and where it was found, for messages: a file's path or the variable's name. ``repr`` hides it."""
+
+    value: str
+    source: str
+
+    def __repr__(self) -> str:
+        return f"Token(source={self.source!r})"
 
 
 def token_dir() -> Path:
     return Path(os.environ.get("ISAACLAB_RAY_TOKEN_DIR") or DEFAULT_TOKEN_DIR).expanduser()
+
+
+def user_token_path() -> Path:
+    """Where Ray's CLI and SDK read the user's token: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return Path(os.environ.get(TOKEN_PATH_VARIABLE) or Path.home() / ".ray" / "auth_token").expanduser()
 
 
 def _key(address: str) -> str:
@@ -33,7 +69,48 @@ def _key(address: str) -> str:
 
 
 def new_token() -> str:
+    """256 random bits, as ``ray get-auth-token --generate`` makes them."""
     return secrets.token_hex(32)
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token in ``path``; None if there is no such file; a file that cannot be a token is an error."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise TokenError(f"token file {path} is a folder, not a file holding a token") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TokenError(f"token file {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    if not text or any(char.isspace() for char in text):
+        raise TokenError(f"token file {path} does not hold a token (it is empty or holds several words)")
+    return text
+
+
+def user_token() -> Token:
+    """The user's token, made (random, mode 0600) if there is none yet, as Ray itself does on first use.
+
+    Two launches at once make one token: the file appears whole (a hard link of a finished temp file), and
+    the one that finds it already there reads it.
+    """
+    path = user_token_path()
+    if (value := read_token_file(path)) is not None:
+        return Token(value, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(new_token())
+        os.link(temp, path)
+        logger.info("made your Ray token %s (mode 0600); Ray's CLI uses it with RAY_AUTH_MODE=token", path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temp)
+    value = read_token_file(path)
+    assert value is not None
+    return Token(value, str(path))
 
 
 def token_path(address: str) -> Path:
@@ -59,12 +136,18 @@ def forget_token(addresses: list[str]) -> None:
         token_path(address).unlink(missing_ok=True)
 
 
-def token_for(address: str) -> str | None:
-    """The token we keep for ``address``, else ``RAY_AUTH_TOKEN`` from the environment, else None."""
-    try:
-        return token_path(address).read_text().strip() or None
-    except OSError:
-        return os.environ.get("RAY_AUTH_TOKEN") or None
+def token_for(address: str) -> Token | None:
+    """The token our clients send to ``address``: the one kept for that cluster, else Ray's own choice
+    (``RAY_AUTH_TOKEN``, then the user's token file), else None."""
+    kept = token_path(address)
+    if (value := read_token_file(kept)) is not None:
+        return Token(value, str(kept))
+    if value := os.environ.get(TOKEN_VARIABLE, "").strip():
+        return Token(value, TOKEN_VARIABLE)
+    path = user_token_path()
+    if (value := read_token_file(path)) is not None:
+        return Token(value, str(path))
+    return None
 
 
 def bearer_headers(token: str | None) -> dict[str, str]:
@@ -74,32 +157,44 @@ def bearer_headers(token: str | None) -> dict[str, str]:
 
 def http_headers(address: str) -> dict[str, str]:
     """What a dashboard (job submission) request to ``address`` must carry."""
-    return bearer_headers(token_for(address))
+    token = token_for(address)
+    return bearer_headers(token.value if token else None)
+
+
+def refusal(cluster: str, address: str, status: int) -> str:
+    """One line for a dashboard's 401 (no token sent) or 403 (a token it does not accept) at ``address``."""
+    token = token_for(address)
+    if status == 401 or token is None:
+        return (
+            f"{cluster} requires a Ray token and none was found (looked in {token_path(address)}, "
+            f"${TOKEN_VARIABLE} and {user_token_path()})"
+        )
+    return f"{cluster} refused the token from {token.source}: it is not that cluster's token"
 
 
 def cluster_environment(token_file: Path | None) -> dict[str, str]:
     """The environment of a cluster's processes: token auth on, or off only when asked (``token_file`` None)."""
     if token_file is None:
         return {AUTH_MODE: "disabled"}
-    return {AUTH_MODE: "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    return {AUTH_MODE: "token", TOKEN_PATH_VARIABLE: str(token_file)}
 
 
-def driver_environment(address: str) -> dict[str, str]:
-    """The environment a Ray driver (a sweep) needs to connect to ``address``; empty if we know no token."""
-    token = token_for(address)
-    return {AUTH_MODE: "token", "RAY_AUTH_TOKEN": token} if token else {}
+def driver_environment(token: Token | None) -> dict[str, str]:
+    """The environment a Ray driver (a sweep) needs to send ``token``; empty without one."""
+    return {AUTH_MODE: "token", TOKEN_VARIABLE: token.value} if token else {}
 
 
-def prepare_driver(address: str) -> None:
-    """Make this process a driver that can connect to ``address``: its token, if we keep one.
+def prepare_driver(address: str) -> Token | None:
+    """Make this process a driver that can connect to ``address`` with the token we find for it (returned).
 
     Ray reads its auth mode when it is imported, so after setting the environment its config
     is read again, as Ray itself does when ``ray.init`` turns token auth on.
     """
-    environment = driver_environment(address)
-    if not environment:
-        return
-    os.environ.update(environment)
+    token = token_for(address)
+    if token is None:
+        return None
+    os.environ.update(driver_environment(token))
     from ray._raylet import Config
 
     Config.initialize("")
+    return token

@@ -6,8 +6,14 @@ attaches to whichever cluster it finds; our tools say which cluster they mean, o
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from typing import Any
+
+from ray_workflow import auth
+
+logger = logging.getLogger(__name__)
 
 # Ray's job SDK takes these from the environment in preference to the address it is given.
 ADDRESS_OVERRIDES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -61,3 +67,30 @@ def check_reachable(address: str, flag: str = "--ray_address", timeout_s: float 
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as error:
         raise ClusterUnreachable(f"{flag} {address}: no Ray cluster answers there ({error})") from None
+
+
+def connect_driver(address: str, flag: str, *, check: bool = True, **init_options: Any) -> None:
+    """``ray.init`` as a driver of the cluster at ``address`` (``auto`` resolved), with the token we find for
+    it, or one line saying why not: nothing answers, a token file that cannot be a token, a refused token.
+
+    ``check`` False skips the reachability probe (inside a job, the cluster is the one running it).
+    """
+    import ray
+
+    address = resolve_address(address)
+    if check:
+        check_reachable(address, flag)
+    logger.info("Connecting to the Ray cluster at %s", address)
+    try:
+        token = auth.prepare_driver(address)
+    except auth.TokenError as error:
+        raise ConnectionInputError(str(error)) from None
+    try:
+        ray.init(address=address, **init_options)
+    except ConnectionError as error:
+        # Something answers there: Ray's GCS refusing the token is what ends this way.
+        tried = f"the token from {token.source}" if token else f"no token (none in {auth.user_token_path()})"
+        raise ClusterUnreachable(
+            f"{flag} {address}: the Ray cluster there did not let us in with {tried}; is it that cluster's "
+            f"token? ({error})"
+        ) from None

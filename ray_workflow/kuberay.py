@@ -1,8 +1,16 @@
-"""Launching and tearing down KubeRay clusters: render, validate against the CRD, apply with kubectl."""
+"""Launching and tearing down KubeRay clusters: render, validate against the CRD, apply with kubectl.
+
+With token auth, every cluster of a user reads the user's Ray token from one Secret per namespace
+(``authOptions.secretName``), which ``apply`` creates or updates beside the RayClusters and ``down``
+deletes once no RayCluster names it any more; a Secret without our label is used, never changed.
+"""
 
 from __future__ import annotations
 
+import base64
+import getpass
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +25,36 @@ from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name, i
 logger = logging.getLogger(__name__)
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
 OUR_SELECTOR = f"{KUBERAY_OWNER_LABEL}={OWNER}"
+TOKEN_SECRET_KEY = "auth_token"  # the key KubeRay reads the token of an authOptions.secretName Secret from
+
+
+def default_auth_secret() -> str:
+    """The user's token Secret: one per user, so the users of a shared namespace keep their own tokens."""
+    user = re.sub(r"[^a-z0-9-]+", "-", getpass.getuser().lower()).strip("-") or "user"
+    return f"isaaclab-ray-token-{user}"[:63].rstrip("-")
+
+
+def token_secret(name: str, namespace: str, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {KUBERAY_OWNER_LABEL: OWNER}},
+        "type": "Opaque",
+        "data": {TOKEN_SECRET_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def _secret(name: str, namespace: str, kubectl: Kubectl) -> dict[str, Any] | None:
+    try:
+        return kubectl.get_json(["get", "secret", name, "--namespace", namespace])
+    except KubectlError as error:
+        if "NotFound" in str(error):
+            return None
+        raise
+
+
+def _is_ours(item: dict[str, Any]) -> bool:
+    return item.get("metadata", {}).get("labels", {}).get(KUBERAY_OWNER_LABEL) == OWNER
 
 
 def load_validator(crd_file: Path | None, kubectl: Kubectl | None) -> tuple[Any, str]:
@@ -70,9 +108,21 @@ def specs_for(base: ClusterSpec, names: list[str]) -> list[ClusterSpec]:
     return [replace(base, name=name) for name in names]
 
 
-def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl) -> str:
-    """``kubectl apply -f -`` with every manifest at once; kubectl reports created or configured."""
-    return kubectl.run(["apply", "--namespace", namespace, "-f", "-"], stdin=to_yaml(manifests))
+def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl, token: str | None = None) -> str:
+    """``kubectl apply -f -`` with every manifest at once; kubectl reports created or configured.
+
+    With ``token``, the Secret the manifests name (``authOptions.secretName``) goes first, holding it
+    (through stdin, never a command line), unless a Secret of that name that is not ours is there.
+    """
+    documents = list(manifests)
+    names = {manifest["spec"].get("authOptions", {}).get("secretName") for manifest in manifests} - {None}
+    for name in sorted(names) if token else []:
+        existing = _secret(name, namespace, kubectl)
+        if existing is not None and not _is_ours(existing):
+            logger.info("Secret %s is not ours: its token is used as it is", name)
+            continue
+        documents.insert(0, token_secret(name, namespace, token))
+    return kubectl.run(["apply", "--namespace", namespace, "-f", "-"], stdin=to_yaml(documents))
 
 
 def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
@@ -80,14 +130,28 @@ def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
     return sorted(listing.get("items", []), key=lambda item: item["metadata"]["name"])
 
 
+def _secret_name(cluster: dict[str, Any]) -> str | None:
+    return cluster.get("spec", {}).get("authOptions", {}).get("secretName")
+
+
 def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
     """Delete the RayCluster ``name`` (or its numbered clusters ``name-N``), if we created it; returns them.
 
-    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
+    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``. The token Secrets they
+    named go too, if ours and no RayCluster left in the namespace (ours or not) names them.
     """
     check_cluster_name(name)
-    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
-    chosen = [cluster for cluster in names if is_member(cluster, name)]
-    if chosen:
-        kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *chosen])
-    return chosen
+    chosen = [item for item in our_clusters(namespace, kubectl) if is_member(item["metadata"]["name"], name)]
+    if not chosen:
+        return []
+    names = [item["metadata"]["name"] for item in chosen]
+    kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *names])
+    left = kubectl.get_json(["get", "rayclusters.ray.io", "--namespace", namespace]).get("items", [])
+    left = [item for item in left if item["metadata"]["name"] not in names]
+    still_named = {_secret_name(item) for item in left}
+    for secret in sorted({_secret_name(item) for item in chosen} - still_named - {None}):
+        existing = _secret(secret, namespace, kubectl)
+        if existing is not None and _is_ours(existing):
+            kubectl.run(["delete", "secret", "--namespace", namespace, secret])
+            logger.info("deleted Secret %s: no RayCluster uses it any more", secret)
+    return names

@@ -50,6 +50,8 @@ class ClusterSpec:
     service_account_name: str | None = None
     storage_uri: str | None = None
     token_auth: bool = True
+    # The Secret holding the user's Ray token that every Ray container reads; None: KubeRay makes one per cluster.
+    auth_secret: str | None = None
 
 
 def worker_groups(**values: list) -> tuple[WorkerGroup, ...]:
@@ -85,6 +87,8 @@ def check_spec(spec: ClusterSpec) -> None:
     check_cluster_name(spec.name)
     if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
         raise ManifestError(f"--namespace {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)")
+    if spec.auth_secret is not None and (not _DNS_1123.match(spec.auth_secret) or len(spec.auth_secret) > 63):
+        raise ManifestError(f"--auth_secret {spec.auth_secret!r} is not a valid Kubernetes Secret name")
     if not spec.image or any(char.isspace() for char in spec.image):
         raise ManifestError(f"--image {spec.image!r} is not an image reference")
     if not re.match(r"^\d+\.\d+\.\d+", spec.ray_version):
@@ -145,6 +149,7 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
         "service_account_name": spec.service_account_name,
         "storage_uri": spec.storage_uri,
         "auth_mode": "token" if spec.token_auth else "disabled",
+        "auth_secret": spec.auth_secret if spec.token_auth else None,
     }
 
 

@@ -168,13 +168,15 @@ def start(
     timeout_s: float = 60.0,
     head_address: str | None = None,
     token_auth: bool = True,
+    own_token: bool = False,
     node_ip: str = "127.0.0.1",
 ) -> LocalCluster:
     """Start a head node named ``name`` and wait until it accepts jobs.
 
     With ``head_address``, start a worker node joined to that head instead (a second
     "machine" of a cluster, for tests of node loss). With ``token_auth`` (the default) the
-    head gets a token of its own, kept for our clients (``auth``), and a worker uses its head's.
+    head takes the user's Ray token (``auth.user_token``), or with ``own_token`` a new one of
+    its own; either is kept for its addresses (``auth``), and a worker uses its head's.
     The node announces itself and serves its dashboard on ``node_ip``: the loopback address
     unless the user names one that other machines can reach.
     """
@@ -207,10 +209,15 @@ def start(
         head_address=head_address,
         node_ip=node_ip,
     )
-    if token_auth and head_address is None:
-        cluster.token_file = str(auth.save_token([cluster.gcs_address, cluster.dashboard_url], auth.new_token()))
-    elif token_auth:
-        cluster.token_file = str(auth.token_path(head_address))
+    try:
+        if token_auth and head_address is None:
+            token = auth.new_token() if own_token else auth.user_token().value
+            cluster.token_file = str(auth.save_token([cluster.gcs_address, cluster.dashboard_url], token))
+        elif token_auth:
+            cluster.token_file = str(auth.token_path(head_address))
+    except (auth.TokenError, OSError):
+        _remove_temp_dir(cluster)
+        raise
     try:
         process = subprocess.Popen(
             start_command(cluster),
@@ -344,6 +351,7 @@ def start_many(
     base_port: int | None = None,
     state_dir: Path = DEFAULT_STATE_DIR,
     token_auth: bool = True,
+    own_token: bool = False,
     node_ip: str = "127.0.0.1",
 ) -> list[LocalCluster]:
     """Start ``count`` clusters; if one fails, the ones already started are stopped again.
@@ -369,6 +377,7 @@ def start_many(
                 cuda_visible_devices=device_sets[index],
                 state_dir=state_dir,
                 token_auth=token_auth,
+                own_token=own_token,
                 node_ip=node_ip,
             )
             started.append(cluster)

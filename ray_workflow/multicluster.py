@@ -41,6 +41,7 @@ class RunStatus(str, Enum):
     FAILED = "FAILED"
     STOPPED = "STOPPED"
     UNREACHABLE = "UNREACHABLE"
+    TOKEN_REFUSED = "TOKEN_REFUSED"
     SUBMIT_FAILED = "SUBMIT_FAILED"
     NOT_RUN = "NOT_RUN"
 
@@ -130,8 +131,10 @@ def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> 
     )
 
 
-def why_unreachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
-    """None if the cluster's dashboard answers within ``timeout_s``, else why not."""
+def why_not_ready(cluster: ClusterAddress, timeout_s: float) -> tuple[RunStatus, str] | None:
+    """None if the cluster's dashboard answers within ``timeout_s`` and takes our token, else why not:
+    ``UNREACHABLE``, or ``TOKEN_REFUSED`` naming the token file (or variable) we sent or looked in."""
+    where = f"cluster {cluster.name or '(unnamed)'} at {redact(cluster.dashboard_url)}"
     try:
         request = urllib.request.Request(
             f"{cluster.dashboard_url}/api/version", headers=auth.http_headers(cluster.dashboard_url)
@@ -139,9 +142,14 @@ def why_unreachable(cluster: ClusterAddress, timeout_s: float) -> str | None:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             json.load(response)
         return None
+    except auth.TokenError as error:
+        return RunStatus.TOKEN_REFUSED, f"{where}: {error}"
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return RunStatus.TOKEN_REFUSED, auth.refusal(where, cluster.dashboard_url, error.code)
+        return RunStatus.UNREACHABLE, f"{where} is unreachable: HTTP {error.code} {error.reason}"
     except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        return f"cluster {cluster.name or '(unnamed)'} at {redact(cluster.dashboard_url)} is unreachable: {reason}"
+        return RunStatus.UNREACHABLE, f"{where} is unreachable: {getattr(error, 'reason', error)}"
 
 
 class MultiClusterSubmitter:
@@ -176,14 +184,15 @@ class MultiClusterSubmitter:
         for job in plan.queued:
             queued.put_nowait(job)
         # Every cluster is asked at once: silent ones cost one timeout in all and delay no live one.
-        reasons = await asyncio.gather(
-            *(asyncio.to_thread(why_unreachable, cluster, self.options.connect_timeout_s) for cluster, _ in plan.first)
+        problems = await asyncio.gather(
+            *(asyncio.to_thread(why_not_ready, cluster, self.options.connect_timeout_s) for cluster, _ in plan.first)
         )
         live = []
-        for (cluster, job), reason in zip(plan.first, reasons, strict=True):
-            if reason:
+        for (cluster, job), problem in zip(plan.first, problems, strict=True):
+            if problem:
+                status, reason = problem
                 self._say(cluster.name or cluster.dashboard_url, reason)
-                self.runs.append(JobRun(cluster=cluster, job=job, status=RunStatus.UNREACHABLE, error=reason))
+                self.runs.append(JobRun(cluster=cluster, job=job, status=status, error=reason))
             else:
                 live.append(self._cluster(cluster, job, queued))
         await asyncio.gather(*live)

@@ -6,7 +6,9 @@ shows users what it is and ``cancel`` never touches a job that is not ours. The 
 ``srun``; Ray node ``i`` of a cluster takes ports ``base_port + PORT_BLOCK * i`` onwards
 (``ray_ports``), so an admin knows which ports to open. The cluster's token, its script, its
 record and its head's address live in ``state_dir``, which the compute nodes must share with
-the machine that launches (home directories usually are shared).
+the machine that launches (home directories usually are shared). The token is the user's Ray
+token (``auth.user_token``), copied there so that nodes read it from a file of the cluster's own,
+or with ``own_token`` a new one.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class SlurmClusterSpec:
     setup: tuple[str, ...] = ()
     base_port: int = DEFAULT_BASE_PORT
     token_auth: bool = True
+    own_token: bool = False
     storage_uri: str | None = None
 
     def __post_init__(self) -> None:
@@ -294,7 +297,7 @@ def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> lis
             if spec.token_auth:
                 files.token.touch(mode=0o600, exist_ok=True)
                 files.token.chmod(0o600)
-                atomic_write_text(files.token, auth.new_token())
+                atomic_write_text(files.token, auth.new_token() if spec.own_token else auth.user_token().value)
             job_id = _run(["sbatch", "--parsable", str(files.script)], f"submitting cluster {spec.name!r}")
             job = SlurmJob(job_id=job_id.strip().split(";")[0], name=spec.name, state="PENDING")
             submitted.append(job)

@@ -21,8 +21,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTra
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
-from ray_workflow.connection import ConnectionInputError, check_reachable, resolve_address
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
+from ray_workflow.connection import ConnectionInputError, connect_driver
 from ray_workflow.report import SweepReport, write_report
 from ray_workflow.sweep import Sweep, SweepConfigError
 from ray_workflow.trainable import CommandTrainable
@@ -172,23 +172,15 @@ def connect(address: str) -> None:
         return
     # A job sent with `ray job submit --working-dir .` already ships this folder to every worker.
     in_job_with_code = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    if address != "local":
-        address = resolve_address(address)
-        if not in_job_with_code:
-            try:
-                check_reachable(address)
-            except ConnectionInputError as error:
-                raise SweepConfigError(str(error)) from None
-        logger.info("Connecting to the Ray cluster at %s", address)
-        auth.prepare_driver(address)
     runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}
-    ray.init(
-        address=None if address == "local" else address,
-        runtime_env=runtime_env,
-        log_to_driver=False,
-        configure_logging=True,
-        logging_level="WARNING",
-    )
+    options = {"runtime_env": runtime_env, "log_to_driver": False, "configure_logging": True}
+    if address == "local":
+        ray.init(**options, logging_level="WARNING")
+        return
+    try:
+        connect_driver(address, "--ray_address", check=not in_job_with_code, **options, logging_level="WARNING")
+    except ConnectionInputError as error:
+        raise SweepConfigError(str(error)) from None
 
 
 def trial_dirname(trial: Any) -> str:

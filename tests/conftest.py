@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -17,8 +18,19 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from ray_workflow import local_cluster  # noqa: E402
 
-# Tokens of the clusters the tests start are kept here, never in the user's home.
-os.environ["ISAACLAB_RAY_TOKEN_DIR"] = tempfile.mkdtemp(prefix="pytest_ray_tokens_")
+# The user's Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH) and the tokens kept per cluster live here
+# for the whole run, never in the user's home; the folder goes when the run ends.
+AUTH_HOME = Path(tempfile.mkdtemp(prefix="pytest_ray_auth_"))
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(AUTH_HOME / ".ray" / "auth_token")
+os.environ["ISAACLAB_RAY_TOKEN_DIR"] = str(AUTH_HOME / "tokens")
+for variable in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+    os.environ.pop(variable, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_auth_home() -> Iterator[None]:
+    yield
+    shutil.rmtree(AUTH_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

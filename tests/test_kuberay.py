@@ -22,9 +22,10 @@ from conftest import PROJECT_ROOT
 
 from launch import KUBERAY_DEFAULTS
 from launch import main as launch_main
-from ray_workflow import address_file, crd_schema
+from ray_workflow import address_file, auth, crd_schema
 from ray_workflow import kuberay_manifest as km
 from ray_workflow.discovery_cli import main as discovery_main
+from ray_workflow.kuberay import default_auth_secret
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER
 
 CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"  # the bundled copy
@@ -107,6 +108,12 @@ def kubectl(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_KUBECTL_STATE", str(standin.state_path))
     monkeypatch.setenv("STANDIN_KUBECTL_LOG", str(standin.log_path))
     return standin
+
+
+def applied_clusters(kubectl: StandInKubectl) -> list[dict]:
+    """The RayClusters of the last ``kubectl apply`` (the user's token Secret goes with them)."""
+    (*_, call) = [call for call in kubectl.calls() if "apply" in call["argv"]]
+    return [document for document in yaml.safe_load_all(call["stdin"]) if document["kind"] == "RayCluster"]
 
 
 def spec(**changes):
@@ -259,12 +266,16 @@ def test_launch_applies_every_cluster_with_one_kubectl_apply(kubectl, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    (call,) = kubectl.calls()
+    (call,) = [call for call in kubectl.calls() if "apply" in call["argv"]]
     assert call["argv"] == ["--context", "gke-prod", "apply", "--namespace", "ns", "-f", "-"]
-    applied = list(yaml.safe_load_all(call["stdin"]))
+    secret, *applied = list(yaml.safe_load_all(call["stdin"]))
     assert [m["metadata"]["name"] for m in applied] == [f"isaac-lab-hyperparameter-tuner-{i}" for i in (1, 2, 3)]
     assert all(m["spec"]["workerGroupSpecs"][0]["minReplicas"] == 4 for m in applied)
     assert "raycluster.ray.io/isaac-lab-hyperparameter-tuner-3 created" in out
+    # Every cluster reads the user's own Ray token from one Secret, which goes first.
+    assert secret["kind"] == "Secret" and secret["metadata"]["labels"] == OURS
+    assert {m["spec"]["authOptions"]["secretName"] for m in applied} == {secret["metadata"]["name"]}
+    assert base64.b64decode(secret["data"]["auth_token"]).decode() == auth.user_token().value
 
 
 def test_launching_the_same_name_again_reconfigures_and_another_name_adds(kubectl, capsys):
@@ -299,7 +310,7 @@ def test_several_worker_groups_from_flag_lists(kubectl):
         )
         == 0
     )
-    (manifest,) = yaml.safe_load_all(kubectl.calls()[0]["stdin"])
+    (manifest,) = applied_clusters(kubectl)
     groups = manifest["spec"]["workerGroupSpecs"]
     assert [(g["groupName"], g["maxReplicas"]) for g in groups] == [("nvidia-l4-group-0", 4), ("cpu-group-1", 2)]
 
@@ -376,7 +387,7 @@ def test_without_crd_file_the_live_crd_is_used_else_the_bundled_one(kubectl, cap
     kubectl.state["crd_file"] = str(CRD)
     kubectl.save()
     assert launch_main(["--image", "img", "--namespace", "ns"]) == 0
-    assert [c["argv"][:2] for c in kubectl.calls()] == [["get", "crd"], ["apply", "--namespace"]]
+    assert [c["argv"][:2] for c in kubectl.calls()] == [["get", "crd"], ["get", "secret"], ["apply", "--namespace"]]
     assert "validated against the cluster's rayclusters.ray.io CRD" in capsys.readouterr().out
     kubectl.state["crd_file"] = None
     kubectl.save()
@@ -419,7 +430,7 @@ def test_real_kubectl_error_reaches_the_user(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", f"/usr/local/bin:/usr/bin:{os.environ['PATH']}")
     assert launch("--image", "img", "--namespace", "ns") == 1
     err = capsys.readouterr().err
-    assert "kubectl apply --namespace ns failed" in err and "127.0.0.1:1" in err
+    assert err.startswith("error: kubectl ") and " failed: " in err and "127.0.0.1:1 was refused" in err
 
 
 def test_down_deletes_only_our_clusters_of_exactly_that_name(kubectl, capsys):
@@ -428,7 +439,7 @@ def test_down_deletes_only_our_clusters_of_exactly_that_name(kubectl, capsys):
     kubectl.add_cluster("tuner-3", labels={"team": "someone-else"})
     assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
     assert "deleted RayCluster tuner, tuner-1, tuner-2" in capsys.readouterr().out
-    delete = kubectl.calls()[-1]["argv"]
+    (delete,) = [call["argv"] for call in kubectl.calls() if "delete" in call["argv"]]
     assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner", "tuner-1", "tuner-2"]
     left = ["ns/other-1", "ns/tuner-1x", "ns/tuner-3", "ns/tuner-ab", "ns/tuners"]
     assert sorted(kubectl.load()["rayclusters"]) == left
@@ -473,15 +484,56 @@ def test_clusters_run_with_token_auth_unless_asked_not_to(validator):
     assert open_manifest["spec"]["authOptions"] == {"mode": "disabled"}
 
 
-def test_discovery_keeps_each_clusters_token_from_kuberays_secret_and_never_prints_it(kubectl, tmp_path, capsys):
-    from ray_workflow import auth
+def test_clusters_read_the_users_token_from_one_secret_that_down_removes_with_the_last_cluster(kubectl, capsys):
+    secret = default_auth_secret()
+    assert launch("--namespace", "ns", "--image", "img", "--name", "tuner", "--num_clusters", "2") == 0
+    assert launch("--namespace", "ns", "--image", "img", "--name", "other") == 0
+    stored = kubectl.load()["secrets"][f"ns/{secret}"]
+    assert base64.b64decode(stored["data"]["auth_token"]).decode() == auth.user_token().value
+    clusters = kubectl.state["rayclusters"]
+    assert {c["manifest"]["spec"]["authOptions"]["secretName"] for c in clusters.values()} == {secret}
+    assert auth.user_token().value not in capsys.readouterr().out
 
+    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    assert f"ns/{secret}" in kubectl.load()["secrets"], "cluster 'other' still reads its token from the Secret"
+    assert launch_main(["--down", "--name", "other", "--namespace", "ns"]) == 0
+    assert f"ns/{secret}" not in kubectl.load()["secrets"]
+    assert "deleted Secret" in capsys.readouterr().err
+
+
+def test_a_secret_that_is_not_ours_is_used_as_it_is_and_never_deleted(kubectl):
+    theirs = {"data": {"auth_token": base64.b64encode(b"team-token").decode()}, "labels": {}}
+    kubectl.state["secrets"] = {"ns/team-token": theirs}
+    kubectl.save()
+    assert launch("--namespace", "ns", "--image", "img", "--name", "tuner", "--auth_secret", "team-token") == 0
+    assert kubectl.load()["secrets"] == {"ns/team-token": theirs}
+    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [
+        {"mode": "token", "secretName": "team-token"}
+    ]
+    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    assert kubectl.load()["secrets"] == {"ns/team-token": theirs}
+
+
+def test_cluster_token_leaves_the_token_to_kuberay_and_dry_run_never_shows_a_token(kubectl, capsys):
+    assert launch("--namespace", "ns", "--image", "img", "--cluster_token") == 0
+    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [{"mode": "token"}]
+    assert kubectl.load().get("secrets", {}) == {}
+    capsys.readouterr()
+    assert launch("--namespace", "ns", "--image", "img", "--dry_run") == 0
+    captured = capsys.readouterr()
+    assert (
+        f"secretName: {default_auth_secret()}" in captured.out and "holding your Ray token (not shown)" in captured.err
+    )
+    assert auth.user_token().value not in captured.out + captured.err
+
+
+def test_discovery_keeps_each_clusters_token_from_kuberays_secret_and_never_prints_it(kubectl, tmp_path, capsys):
     for name, ip, token in (("tuner-1", "10.8.0.11", "secret-one"), ("tuner-2", "10.8.0.12", "secret-two")):
         kubectl.add_cluster(name)
         kubectl.add_head_pod(name, ip, token=token)
     assert grok("--namespace", "ns", "--output", str(tmp_path / "ray_address"), "--timeout_s", "30") == 0
     assert auth.http_headers("http://10.8.0.11:8265") == {"Authorization": "Bearer secret-one"}
-    assert auth.token_for("http://10.8.0.12:8265") == "secret-two"
+    assert auth.token_for("http://10.8.0.12:8265").value == "secret-two"
     assert oct(auth.token_path("http://10.8.0.12:8265").stat().st_mode & 0o777) == "0o600"
     captured = capsys.readouterr()
     assert "secret-" not in captured.out + captured.err

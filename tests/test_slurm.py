@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_none
+from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
 
-from ray_workflow import address_file, auth, local_cluster
+from ray_workflow import address_file, auth, local_cluster, ray_ports
 from ray_workflow.ray_ports import PORT_BLOCK
 
 why_not = missing()
@@ -205,6 +207,8 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     nodes = slurm_cluster.run("squeue", "--noheader", "--jobs", job_id, "--format=%N").stdout.strip()
     assert nodes == "node[1-2]"
 
+    check_with_rays_own_cli(env, tmp_path, addresses, cluster)
+
     check = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
         + ["test_kuberay_config.py --num_jobs 2 --gpus_per_job 0"],
@@ -241,6 +245,34 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     assert list(Path("/tmp").glob(f"ray-{job_id}-*")) == []
     assert list(state.glob("team.*")) == []
     assert not auth.token_path(cluster.dashboard_url).exists()
+
+
+def check_with_rays_own_cli(env: dict, tmp_path: Path, addresses: Path, cluster: address_file.ClusterAddress) -> None:
+    """The design document's ``ray job submit`` one-liner and Ray's other commands against the SLURM cluster, in a
+    shell with the README's ``RAY_AUTH_MODE=token`` and the user's Ray token where Ray looks (RAY_AUTH_TOKEN_PATH)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(addresses, home / ".ray_address")
+    shell = {key: value for key, value in env.items() if key not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    shell.update(HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    first = "$(awk '!/^#/{print $0}' ~/.ray_address | head -n 1)"
+    host, dashboard_port = cluster.dashboard_url.removeprefix("http://").rsplit(":", 1)
+    gcs_port = int(dashboard_port) - ray_ports.offset("dashboard") + ray_ports.offset("gcs")
+    commands = [
+        f"ray job submit --working-dir . --address={first} -- python test_kuberay_config.py --num_jobs 2 "
+        "--gpus_per_job 0 --allow_missing_nvidia_smi",
+        f"ray job list --address={first}",
+        f"ray status --address {host}:{gcs_port}",
+    ]
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=PROJECT_ROOT, env=shell, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, command + "\n" + result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count(" node_") == 2, result.stdout  # `ray status`: both SLURM nodes' Ray nodes are active
+    client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
+    (job,) = [job for job in client.list_jobs() if "test_kuberay_config.py" in job.entrypoint]
+    assert job.status == JobStatus.SUCCEEDED
 
 
 def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp_path, slurm_cluster):

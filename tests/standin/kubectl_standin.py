@@ -106,9 +106,15 @@ def main(argv):
         for document in yaml.safe_load_all(stdin):
             if not document:
                 continue
+            name = document["metadata"]["name"]
+            if document.get("apiVersion") == "v1" and document.get("kind") == "Secret":
+                secrets = state.setdefault("secrets", {})
+                action = "configured" if f"{namespace}/{name}" in secrets else "created"
+                secrets[f"{namespace}/{name}"] = {"data": document["data"], "labels": document["metadata"]["labels"]}
+                print(f"secret/{name} {action}")
+                continue
             if document.get("apiVersion") != "ray.io/v1" or document.get("kind") != "RayCluster":
                 fail(f'error: resource mapping not found for kind "{document.get("kind")}"')
-            name = document["metadata"]["name"]
             key = f"{namespace}/{name}"
             clusters = state.setdefault("rayclusters", {})
             if key in clusters:
@@ -143,8 +149,9 @@ def main(argv):
             key = f"{namespace}/{rest[1]}"
             if key not in state.get("secrets", {}):
                 fail(f'Error from server (NotFound): secrets "{rest[1]}" not found')
-            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", **state["secrets"][key]}
-            secret["metadata"] = {"name": rest[1], "namespace": namespace}
+            stored = state["secrets"][key]
+            secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": stored["data"]}
+            secret["metadata"] = {"name": rest[1], "namespace": namespace, "labels": stored.get("labels", {})}
             json.dump(secret, sys.stdout, indent=4)
             return
         elif kind in ("pods", "pod"):
@@ -167,6 +174,13 @@ def main(argv):
 
     if verb == "delete":
         kind, names = rest[0], rest[1:]
+        if kind in ("secret", "secrets"):
+            for name in names:
+                if state.get("secrets", {}).pop(f"{namespace}/{name}", None) is None:
+                    fail(f'Error from server (NotFound): secrets "{name}" not found')
+                print(f'secret "{name}" deleted')
+            save(state)
+            return
         clusters = state.get("rayclusters", {})
         for name in names:
             if f"{namespace}/{name}" not in clusters:
