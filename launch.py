@@ -347,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
     try:
+        if args.cluster_token and args.no_auth:
+            raise ManifestError("--cluster_token and --no_auth: a cluster without token auth has no token; choose one")
         args = with_host_defaults(args)
         if args.check:
             return check_file(args.check, args.crd)

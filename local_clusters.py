@@ -81,6 +81,8 @@ def _write_addresses(clusters: list[lc.LocalCluster], path: Path) -> None:
 
 
 def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
+    if args.cluster_token and args.no_auth:
+        raise lc.LocalClusterInputError("--cluster_token and --no_auth: a cluster without token auth has no token")
     return lc.start_many(
         args.num_clusters,
         name=args.name,

@@ -95,21 +95,26 @@ def user_token() -> Token:
     the one that finds it already there reads it.
     """
     path = user_token_path()
-    if (value := read_token_file(path)) is not None:
-        return Token(value, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(new_token())
-        os.link(temp, path)
-        logger.info("made your Ray token %s (mode 0600); Ray's CLI uses it with RAY_AUTH_MODE=token", path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(temp)
+    if read_token_file(path) is None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(new_token())
+            os.link(temp, path)
+            logger.info("made your Ray token %s (mode 0600); Ray's CLI uses it with RAY_AUTH_MODE=token", path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temp)
     value = read_token_file(path)
     assert value is not None
+    if os.environ.get(TOKEN_VARIABLE, value).strip() != value:
+        logger.warning(
+            "%s in this shell is not your token in %s: Ray's CLI sends the variable, which these clusters refuse",
+            TOKEN_VARIABLE,
+            path,
+        )
     return Token(value, str(path))
 
 

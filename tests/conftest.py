@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from ray_workflow import local_cluster  # noqa: E402
+from ray_workflow.training_command import TrainingJob  # noqa: E402
 
 # The user's Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH) and the tokens kept per cluster live here
 # for the whole run, never in the user's home; the folder goes when the run ends.
@@ -56,6 +59,63 @@ def ray_driver(ray_cluster: local_cluster.LocalCluster) -> Iterator[local_cluste
     connect(ray_cluster.gcs_address)
     yield ray_cluster
     ray.shutdown()
+
+
+# Every process a test starts, directly or through our tools and their children, carries this variable with the
+# test's own value; Ray clusters a test starts pass it to their workers and trainers too.
+TEST_MARK = "ISAACLAB_RAY_TEST_MARK"
+
+
+def marked_processes(mark: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``TEST_MARK=mark`` (this process itself aside)."""
+    found = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE:
+                if process.environ().get(TEST_MARK) == mark:
+                    found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves a process behind, pass or fail, and kill what it left: whatever carries its
+    mark, or names its temp folder (trainers that Ray workers of a shared cluster start, and their children)."""
+    mark = uuid.uuid4().hex
+    os.environ[TEST_MARK] = mark
+    try:
+        yield
+    finally:
+        del os.environ[TEST_MARK]
+
+        def left_behind() -> list[psutil.Process]:
+            found = {process.pid: process for process in marked_processes(mark)}
+            found.update((process.pid, process) for process in processes_mentioning(str(tmp_path)))
+            return list(found.values())
+
+        left = wait_until_none(left_behind, 30)
+        described = []
+        for process in left:
+            try:
+                described.append(f"{process.pid} {' '.join(process.cmdline())[:160]}")
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        if described:
+            pytest.fail("processes left behind (now killed):\n" + "\n".join(described))
+
+
+def this_tests_processes() -> list[psutil.Process]:
+    """Live processes carrying the running test's mark."""
+    return marked_processes(os.environ[TEST_MARK])
+
+
+def with_test_mark(job: TrainingJob) -> TrainingJob:
+    """``job`` whose trainers carry the running test's mark, so that the guard finds them and their children
+    even when the Ray workers of a cluster shared by several tests start them."""
+    return dataclasses.replace(job, env={**job.env, TEST_MARK: os.environ[TEST_MARK]})
 
 
 def live_processes(matches: Callable[[dict], bool]) -> list[psutil.Process]:

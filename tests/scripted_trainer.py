@@ -36,8 +36,8 @@ quality = float(values.get("agent.quality", 1.0))
 crash_at = int(values.get("agent.crash_at", args.crash_at))
 hang_at = int(values.get("agent.hang_at", args.hang_at))
 
-if args.spawn_child:
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+if args.spawn_child:  # it names the trainer's log folder, as a simulator names its scene: tests find it by that
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", args.log_dir or args.log_root])
 if args.log_root:
     print(f"[INFO] Logging experiment in directory: {args.log_root}", flush=True)
     run_name = args.run_timestamp or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

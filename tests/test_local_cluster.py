@@ -4,7 +4,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, processes_mentioning
@@ -276,3 +278,32 @@ def test_the_cluster_check_pointed_at_a_dead_address_fails_at_once_in_one_line()
     )
     assert result.returncode == 1 and "--address 127.0.0.1:1: no Ray cluster answers there" in result.stderr
     assert result.stderr.count("\n") == 1 and time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("problem", "flags", "message"),
+    [
+        ("folder", [], "is a folder, not a file holding a token"),
+        ("empty", [], "does not hold a token"),
+        ("none", ["--cluster_token", "--no_auth"], "--cluster_token and --no_auth"),
+    ],
+)
+def test_a_user_token_that_cannot_be_one_is_named_and_nothing_starts(tmp_path, problem, flags, message):
+    token = tmp_path / "auth_token"
+    if problem == "folder":
+        token.mkdir()
+    elif problem == "empty":
+        token.write_text("")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state"), "up"]
+        + ["--name", "tokenless", "--output", str(tmp_path / "ray_address"), *flags],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_TOKEN_PATH": str(token)},
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    if problem != "none":
+        assert str(token) in result.stderr
+    assert lc.load_all(tmp_path / "state") == [] and not (tmp_path / "ray_address").exists()
+    assert list(Path(tempfile.gettempdir()).glob("ray_tokenless_*")) == []

@@ -3,11 +3,12 @@
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
 
-from conftest import PROJECT_ROOT, processes_mentioning, wait_until_gone
+from conftest import PROJECT_ROOT, TEST_MARK, this_tests_processes, wait_until_none, with_test_mark
 from ray import tune
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -22,7 +23,7 @@ SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_train
 
 def scripted_sweep(search_space, iterations=10, seconds_per_iteration=0.05, **changes):
     job = dataclasses.replace(
-        SCRIPTED,
+        with_test_mark(SCRIPTED),
         command=(
             *SCRIPTED.command,
             "--iterations",
@@ -66,7 +67,9 @@ def test_short_cartpole_sweep_finishes_with_sane_results_and_leaves_its_report(r
     cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
     short = dataclasses.replace(
         cartpole,
-        job=dataclasses.replace(cartpole.job, command=(*cartpole.job.command, "--max_iterations", "12")),
+        job=dataclasses.replace(
+            with_test_mark(cartpole.job), command=(*cartpole.job.command, "--max_iterations", "12")
+        ),
         max_iterations=12,
         grace_period=4,
     )
@@ -83,7 +86,7 @@ def test_short_cartpole_sweep_finishes_with_sane_results_and_leaves_its_report(r
         rows = list(csv.DictReader(handle))
     assert sorted(row["trial_id"] for row in rows) == sorted(trial.trial_id for trial in report.trials)
     assert report.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert wait_until_gone(str(tmp_path)) == []
+    assert wait_until_none(this_tests_processes, 30) == []
 
 
 def test_crashing_trial_is_an_error_with_exit_code_and_output_tail_while_others_finish(ray_driver, tmp_path):
@@ -99,12 +102,17 @@ def test_crashing_trial_is_an_error_with_exit_code_and_output_tail_while_others_
     trainer_log = tmp_path / "exp" / f"trial_{crashed.trial_id}" / "training_output.log"
     assert "CUDA error: an illegal memory access" in trainer_log.read_text(), "the trainer's output reaches storage"
     assert report.best is trials[-1]
-    assert wait_until_gone(str(tmp_path)) == []
+    assert wait_until_none(this_tests_processes, 30) == []
 
 
 def test_trainer_rejecting_its_overrides_is_an_error_not_a_finished_trial(ray_driver, tmp_path):
     cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
-    broken = dataclasses.replace(cartpole, search_space={"agent.n_steps": tune.grid_search([0])}, grace_period=1)
+    broken = dataclasses.replace(
+        cartpole,
+        job=with_test_mark(cartpole.job),
+        search_space={"agent.n_steps": tune.grid_search([0])},
+        grace_period=1,
+    )
     report = run_sweep(broken, settings(tmp_path))
     (trial,) = report.trials
     assert trial.status == ERROR and "exited with code 2" in trial.error
@@ -119,7 +127,7 @@ def test_silent_trial_is_killed_with_its_children_after_the_timeout(ray_driver, 
     assert trial.status == ERROR and "no new 'score' for 3 s" in trial.error
     assert trial.iterations == 2
     assert time.monotonic() - started < 60
-    assert wait_until_gone(str(tmp_path)) == []
+    assert wait_until_none(this_tests_processes, 30) == []
 
 
 def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_path):
@@ -130,7 +138,7 @@ def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_pa
     statuses = {trial.hyperparameters["agent.quality"]: trial.status for trial in report.trials}
     assert STOPPED in statuses.values(), report.table
     assert statuses[2.0] == FINISHED
-    assert wait_until_gone(str(tmp_path)) == []
+    assert wait_until_none(this_tests_processes, 30) == []
 
 
 def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_cluster, tmp_path):
@@ -141,7 +149,7 @@ def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_clus
         runtime_env={
             "working_dir": str(PROJECT_ROOT),
             "excludes": UPLOAD_EXCLUDES,
-            "env_vars": {"CARTPOLE_MAX_ITERATIONS": "5"},
+            "env_vars": {"CARTPOLE_MAX_ITERATIONS": "5", TEST_MARK: os.environ[TEST_MARK]},
         },
     )
     deadline = time.monotonic() + 300
@@ -155,7 +163,7 @@ def test_cartpole_sweep_runs_as_a_ray_job_with_the_working_dir_uploaded(ray_clus
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and {row["status"] for row in rows} == {FINISHED}
     assert {row["iterations"] for row in rows} == {"5"}
-    assert processes_mentioning(str(tmp_path)) == []
+    assert wait_until_none(this_tests_processes, 30) == []
 
 
 def test_sweep_script_help_lists_the_tuner_flags():
@@ -178,6 +186,7 @@ def isaac_lab_style_sweep(*extra_args, run_name_args=("--run_timestamp", "{run_n
         run_name_args=run_name_args,
         cwd=cwd,
     )
+    job = with_test_mark(job)
     return Sweep(
         name="isaac_lab_style",
         job=job,
