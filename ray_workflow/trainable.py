@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from ray_workflow.tensorboard_metrics import ScalarReader, event_files
@@ -65,6 +66,8 @@ class CommandTrainable(tune.Trainable):
         self.max_iterations = max_iterations
         self.process: TrainingProcess | None = None
         self.warm_cache_lock: WarmCacheLock | None = None
+        # Every result names the Ray node that ran it: which machine a trial trained on, in result.json.
+        self.node_id = ray.get_runtime_context().get_node_id()
         self._prepare(config)
 
     def _prepare(self, config: dict[str, Any]) -> None:
@@ -137,7 +140,7 @@ class CommandTrainable(tune.Trainable):
                 self.warm_cache_lock.warmed()
             last = self.queue[-1][0] if self.queue else self.last_result
             if self.metric in row.values and (last is None or row.step > last["iteration"]):
-                self.queue.append(({**row.values, "iteration": row.step}, row.wall_time))
+                self.queue.append(({**row.values, "iteration": row.step, "node_id": self.node_id}, row.wall_time))
 
     def step(self) -> dict[str, Any]:
         process = self.process or self._start()

@@ -34,6 +34,8 @@ args = parser.parse_args()
 values = dict(override.split("=", 1) for override in args.overrides)
 quality = float(values.get("agent.quality", 1.0))
 crash_at = int(values.get("agent.crash_at", args.crash_at))
+if os.path.exists(values.get("agent.crash_while_exists") or "/nonexistent"):  # a failure the test can take away
+    crash_at = 2
 hang_at = int(values.get("agent.hang_at", args.hang_at))
 
 if args.spawn_child:  # it names the trainer's log folder, as a simulator names its scene: tests find it by that

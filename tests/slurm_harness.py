@@ -132,8 +132,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self._wait(self._nodes_idle, timeout_s, "both SLURM nodes to be idle")
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
+        """A SLURM command from the harness's own folder, where ``sbatch --wrap`` leaves its ``slurm-<id>.out``."""
         return subprocess.run(
-            command, env={**os.environ, **self.environment}, capture_output=True, text=True, check=False
+            command, cwd=self.root, env={**os.environ, **self.environment}, capture_output=True, text=True, check=False
         )
 
     def _nodes_idle(self) -> bool:
@@ -144,6 +145,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def queue(self) -> list[str]:
         """Every job in the queue, ours or not: ``id name state``."""
         return self.run("squeue", "--noheader", "--format=%i %j %T").stdout.split("\n")[:-1]
+
+    def job_ids(self) -> set[str]:
+        return {line.split()[0] for line in self.queue()}
+
+    def job_state(self, job_id: str) -> str:
+        """SLURM's own word on a job, also once it has ended (``scontrol show job``)."""
+        shown = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
+        return dict(field.split("=", 1) for field in shown.split() if "=" in field).get("JobState", "")
 
     def _wait(self, condition, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,4 +1,5 @@
 import os
+import re
 import stat
 import subprocess
 
@@ -24,7 +25,7 @@ def test_blocks_comments_and_blank_lines_are_read_in_order(tmp_path):
 def test_malformed_line_names_the_file_and_line(tmp_path):
     path = tmp_path / "addresses"
     path.write_text("# Cluster: a\nhttp://10.0.0.1:8265\nnot an address\n")
-    with pytest.raises(AddressFileError, match=rf"{path}:3: 'not an address' is not a Ray address"):
+    with pytest.raises(AddressFileError, match=rf"{re.escape(str(path))}:3: 'not an address' is not a Ray address"):
         address_file.read(path)
 
 

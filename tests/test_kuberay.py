@@ -13,12 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, wait_until_none
 
 from launch import KUBERAY_DEFAULTS
 from launch import main as launch_main
@@ -576,9 +576,21 @@ def test_port_forward_mode_writes_local_addresses_and_ends_its_forwards(kubectl,
         text=True,
         start_new_session=True,
     )
+    try:
+        check_forwards_and_interrupt(process, output, kubectl)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def check_forwards_and_interrupt(process: subprocess.Popen, output: Path, kubectl: StandInKubectl) -> None:
     for line in process.stdout:
         if "Ctrl-C stops forwarding" in line:
             break
+    # The grok script's kubectl port-forward children, by pid: after Ctrl-C not one may be left.
+    forwarders = psutil.Process(process.pid).children(recursive=True)
+    assert len(forwarders) >= 2, forwarders
     clusters = address_file.read(output)
     assert [c.name for c in clusters] == ["tuner-1", "tuner-2"]
     assert all(c.dashboard_url.startswith("http://127.0.0.1:") for c in clusters)
@@ -588,9 +600,7 @@ def test_port_forward_mode_writes_local_addresses_and_ends_its_forwards(kubectl,
     ]
     os.killpg(process.pid, 2)
     assert process.wait(timeout=20) == 0
-    time.sleep(0.5)
-    survivors = subprocess.run(["pgrep", "-f", str(kubectl.state_path.parent)], capture_output=True, text=True)
-    assert survivors.stdout == ""
+    assert wait_until_none(lambda: [p for p in forwarders if p.is_running() and p.status() != "zombie"], 10) == []
 
 
 def test_grok_ray_address_writes_given_heads(tmp_path):

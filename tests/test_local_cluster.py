@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning
+from conftest import PROJECT_ROOT, processes_mentioning, wait_for
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import address_file, auth
@@ -70,9 +71,26 @@ def test_stopping_one_cluster_leaves_the_others_running(tmp_path, two_clusters):
     run_job(first, "python -c 'print(1)'")
 
 
+BYSTANDER = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGTERM, lambda *_: (print('TERM', flush=True), sys.exit(0)))\n"
+    "for line in sys.stdin:\n"
+    "    print('pong', flush=True)\n"
+)
+
+
 def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", BYSTANDER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
+        bystander.stdin.write("ping\n")
+        bystander.stdin.flush()
+        assert bystander.stdout.readline() == "pong\n"  # its SIGTERM handler is in place
         stale = lc.LocalCluster(
             name="stale",
             base_port=45000,
@@ -82,8 +100,10 @@ def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
             num_gpus=None,
         )
         assert lc.stop(stale, tmp_path) is False
-        time.sleep(0.2)
-        assert bystander.poll() is None, "an unrelated process group was signalled"
+        # A signal sent before this ping is handled before the ping is read: no waiting on luck.
+        bystander.stdin.write("ping\n")
+        bystander.stdin.flush()
+        assert bystander.stdout.readline() == "pong\n", "an unrelated process group was signalled"
     finally:
         bystander.kill()
         bystander.wait()
@@ -307,3 +327,57 @@ def test_a_user_token_that_cannot_be_one_is_named_and_nothing_starts(tmp_path, p
         assert str(token) in result.stderr
     assert lc.load_all(tmp_path / "state") == [] and not (tmp_path / "ray_address").exists()
     assert list(Path(tempfile.gettempdir()).glob("ray_tokenless_*")) == []
+
+
+def test_no_auth_from_the_command_line_starts_a_cluster_that_takes_jobs_without_a_token(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    output = tmp_path / "ray_address"
+    up = subprocess.run(
+        [*cli, "up", "--name", "open", "--num_cpus", "1", "--no_auth", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        (cluster,) = address_file.read(output)
+        client = JobSubmissionClient(cluster.dashboard_url)  # no token at all
+        job_id = client.submit_job(entrypoint="python -c 'print(1)'")
+        wait_for(lambda: client.get_job_status(job_id).is_terminal(), 120, "the job to end")
+        assert client.get_job_status(job_id) == JobStatus.SUCCEEDED
+    finally:
+        subprocess.run([*cli, "down"], capture_output=True, check=True)
+
+
+def test_gpus_per_cluster_from_the_command_line_gives_each_cluster_its_own_devices(tmp_path):
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    output = tmp_path / "ray_address"
+    machine = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}  # two GPUs, as the machine would list them
+    up = subprocess.run(
+        [*cli, "up", "2", "--name", "split", "--num_cpus", "1", "--gpus_per_cluster", "1", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        env=machine,
+        timeout=180,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        check = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(output)]
+            + ["test_kuberay_config.py --num_jobs 1 --allow_missing_nvidia_smi"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        devices = dict(re.findall(r"^\[(split-\d)\] \|\s+0 \|[^|]+\|\s+(\d)\s+\|", check.stdout, flags=re.M))
+        assert devices == {"split-1": "0", "split-2": "1"}, check.stdout
+    finally:
+        subprocess.run([*cli, "down"], capture_output=True, check=True)
+    refused = subprocess.run(
+        [*cli, "up", "3", "--name", "split", "--gpus_per_cluster", "1"], capture_output=True, text=True, env=machine
+    )
+    assert refused.returncode == 2 and "--gpus_per_cluster 1 x 3 clusters needs 3 GPUs; this machine has 2" in (
+        refused.stderr
+    )
+    assert lc.load_all(tmp_path / "state") == []

@@ -105,14 +105,16 @@ def alive_nodes(dashboard: str) -> list[dict]:
     ],
 )
 def test_bad_input_is_refused_in_one_line_before_anything_is_submitted(env, tmp_path, slurm_cluster, flags, message):
+    before = slurm_cluster.job_ids()
     result = launch(env, tmp_path, *SMALL, "--state_dir", str(tmp_path / "state"), *flags)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    assert slurm_cluster.queue() == []
+    assert slurm_cluster.job_ids() - before == set()
     assert not (tmp_path / "state").exists() or list((tmp_path / "state").iterdir()) == []
 
 
 def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env, tmp_path, slurm_cluster):
+    before = slurm_cluster.job_ids()
     result = launch(
         env,
         tmp_path,
@@ -156,7 +158,7 @@ def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env
     assert "base_port=23000" in first and "base_port=23800" in second
     syntax = subprocess.run(["bash", "-n"], input="#!/bin/bash\n" + first, text=True, capture_output=True)
     assert syntax.returncode == 0, syntax.stderr
-    assert slurm_cluster.queue() == [] and not (tmp_path / "state").exists()
+    assert slurm_cluster.job_ids() - before == set() and not (tmp_path / "state").exists()
 
 
 def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_only_ours(env, tmp_path, slurm_cluster):
@@ -178,8 +180,9 @@ def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_onl
     try:
         check_cluster_and_cancel_it(env, tmp_path, slurm_cluster, other_ids)
     finally:
-        slurm_cluster.run("scancel", *other_ids)
-        wait_for(lambda: slurm_cluster.queue() == [], 60, "the other jobs to end")
+        ours = [job for job in slurm_cluster.queue() if job.split()[1] == "team"]
+        slurm_cluster.run("scancel", *other_ids, *[job.split()[0] for job in ours])
+        wait_for(lambda: not slurm_cluster.job_ids() & set(other_ids), 60, "the other jobs to end")
 
 
 def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmForTests, other_ids: list[str]) -> None:
@@ -219,7 +222,6 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "OK: 2 task(s) x 0 GPU(s) passed every check" in check.stdout
-    # The check's two tasks ran on both SLURM nodes' Ray nodes (they hold 1 CPU each).
     sweep = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
         + ["--env", "CARTPOLE_MAX_ITERATIONS=3"]
@@ -235,12 +237,17 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-2000:]
     assert "SUCCEEDED" in sweep.stdout and "Best trial" in sweep.stdout
     assert (tmp_path / "results" / "slurm_sweep" / "results.csv").exists()
+    # Two 1-CPU trials at once on two 1-CPU nodes: each trained on its own SLURM node's Ray node.
+    trial_nodes = set()
+    for results in (tmp_path / "results" / "slurm_sweep").glob("trial_*/result.json"):
+        trial_nodes |= {json.loads(line)["node_id"] for line in results.read_text().splitlines()}
+    assert trial_nodes == {node["node_id"] for node in alive_nodes(cluster.dashboard_url)}
     assert ray_processes(job_id)
 
     down = launch(env, tmp_path, "--down", "--name", "team", "--state_dir", str(state))
     assert down.returncode == 0, down.stderr
     assert f"cancelled team (job {job_id})" in down.stdout
-    assert sorted(line.split()[0] for line in slurm_cluster.queue()) == other_ids
+    assert job_id not in slurm_cluster.job_ids() and set(other_ids) <= slurm_cluster.job_ids()
     assert wait_until_none(lambda: ray_processes(job_id), 30) == []
     assert list(Path("/tmp").glob(f"ray-{job_id}-*")) == []
     assert list(state.glob("team.*")) == []
@@ -276,6 +283,7 @@ def check_with_rays_own_cli(env: dict, tmp_path: Path, addresses: Path, cluster:
 
 
 def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp_path, slurm_cluster):
+    before = slurm_cluster.job_ids()
     result = launch(
         env,
         tmp_path,
@@ -294,7 +302,8 @@ def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp
     assert "cluster broken: SLURM job" in last and "ended FAILED" in last, result.stderr
     log = Path(last.split("log: ")[1])
     assert log.parent == tmp_path and "no Ray here" in log.read_text()
-    assert slurm_cluster.queue() == []
+    job_id = log.stem.rsplit("-", 1)[1]
+    assert slurm_cluster.job_state(job_id) == "FAILED" and slurm_cluster.job_ids() - before == set()
 
 
 def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, slurm_cluster):
@@ -302,16 +311,14 @@ def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, s
     flags = [*NODES, "--time", "1", "--name", "short", "--max_workers", "0"]
     started = launch(env, tmp_path, *flags, "--state_dir", str(state), "--address_file", str(addresses))
     assert started.returncode == 0, started.stderr
-    (cluster,) = address_file.read(addresses)
     job_id = json.loads((state / "short.json").read_text())["job_id"]
-    assert ray_processes(job_id)
-
-    def timed_out() -> str | None:
+    try:
+        assert ray_processes(job_id)
+        wait_for(lambda: slurm_cluster.job_state(job_id) == "TIMEOUT", 240, "SLURM to end the job at its time limit")
         status = launch(env, tmp_path, "--status", "--state_dir", str(state))
-        return status.stdout if "TIMEOUT" in status.stdout else None
-
-    table = wait_for(timed_out, 240, "SLURM to end the cluster at its time limit")
-    row = next(line for line in table.splitlines() if line.startswith("short"))
-    assert row.split()[1:3] == [job_id, "TIMEOUT"] and "TimeLimit" in row
-    assert wait_until_none(lambda: ray_processes(job_id), 30) == []
-    assert slurm_cluster.queue() == []
+        row = next(line for line in status.stdout.splitlines() if line.startswith("short"))
+        assert row.split()[1:3] == [job_id, "TIMEOUT"] and "TimeLimit" in row, "--status agrees with SLURM"
+        assert wait_until_none(lambda: ray_processes(job_id), 30) == []
+    finally:
+        slurm_cluster.run("scancel", job_id)
+    assert job_id not in slurm_cluster.job_ids()

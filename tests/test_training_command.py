@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT, wait_until_gone
+from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_gone
 
 from ray_workflow.training_command import TrainingJob, TrainingProcess, render_arguments
 
@@ -71,10 +71,8 @@ def test_stop_ends_the_whole_process_group_including_grandchildren(tmp_path):
         "print('ready', flush=True); time.sleep(600)"
     )
     process = TrainingProcess([sys.executable, "-c", script, marker], tmp_path / "out.log")
-    deadline = time.monotonic() + 10
-    while "ready" not in process.tail() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(wait_until_gone(marker, timeout_s=0)) == 2
+    wait_for(lambda: "ready" in process.tail(), 30, "the trainer to start its child")
+    assert len(processes_mentioning(marker)) == 2
     process.stop(grace_s=2)
     assert wait_until_gone(marker, timeout_s=5) == []
     assert process.poll() is not None
@@ -92,11 +90,7 @@ def test_trainer_dies_with_the_process_that_started_it(tmp_path):
     import subprocess
 
     worker = subprocess.Popen([sys.executable, "-c", parent, str(PROJECT_ROOT), marker, str(tmp_path / "o.log")])
-    deadline = time.monotonic() + 10
-    while len(wait_until_gone(marker, timeout_s=0)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    trainer = [p for p in wait_until_gone(marker, timeout_s=0) if p.pid != worker.pid]
-    assert trainer, "the trainer never started"
+    wait_for(lambda: len(processes_mentioning(marker)) == 2, 30, "the worker to start its trainer")
     os.kill(worker.pid, 9)
     worker.wait()
     assert wait_until_gone(marker, timeout_s=5) == []

@@ -130,6 +130,23 @@ def test_silent_trial_is_killed_with_its_children_after_the_timeout(ray_driver, 
     assert wait_until_none(this_tests_processes, 30) == []
 
 
+def test_resume_keeps_errored_trials_and_reruns_them_only_with_retry_errored(ray_driver, tmp_path):
+    flaky = tmp_path / "crash-while-this-exists"
+    flaky.write_text("")
+    sweep = scripted_sweep({"agent.crash_while_exists": tune.grid_search(["", str(flaky)])})
+    first = by_value(run_sweep(sweep, settings(tmp_path, max_failures=0)), "agent.crash_while_exists")
+    assert first[""].status == FINISHED and first[str(flaky)].status == ERROR
+
+    flaky.unlink()  # the cause is gone: only a retry shows it
+    kept = by_value(run_sweep(sweep, settings(tmp_path, max_failures=0, resume=True)), "agent.crash_while_exists")
+    assert kept[str(flaky)].status == ERROR and kept[str(flaky)].iterations == 2, "errored trials are not rerun"
+    retried = run_sweep(sweep, settings(tmp_path, max_failures=0, resume=True, retry_errored=True))
+    retried = by_value(retried, "agent.crash_while_exists")
+    assert retried[str(flaky)].status == FINISHED and retried[str(flaky)].iterations == 10
+    assert retried[""].status == FINISHED and retried[""].trial_id == first[""].trial_id
+    assert wait_until_none(this_tests_processes, 30) == []
+
+
 def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_path):
     sweep = scripted_sweep(
         {"agent.quality": tune.grid_search([2.0, 1.0, 0.1, 0.2])}, iterations=40, seconds_per_iteration=0.1
