@@ -514,6 +514,12 @@ def test_a_secret_that_is_not_ours_is_used_as_it_is_and_never_deleted(kubectl):
     assert kubectl.load()["secrets"] == {"ns/team-token": theirs}
 
 
+def test_no_auth_from_the_command_line_applies_clusters_without_token_auth_and_no_secret(kubectl):
+    assert launch("--namespace", "ns", "--image", "img", "--num_clusters", "2", "--no_auth") == 0
+    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [{"mode": "disabled"}] * 2
+    assert kubectl.load().get("secrets", {}) == {}
+
+
 def test_cluster_token_leaves_the_token_to_kuberay_and_dry_run_never_shows_a_token(kubectl, capsys):
     assert launch("--namespace", "ns", "--image", "img", "--cluster_token") == 0
     assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [{"mode": "token"}]

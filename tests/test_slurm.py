@@ -306,14 +306,21 @@ def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp
     assert slurm_cluster.job_state(job_id) == "FAILED" and slurm_cluster.job_ids() - before == set()
 
 
-def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, slurm_cluster):
+def test_a_cluster_without_auth_takes_jobs_without_a_token_and_is_reported_at_its_time_limit(
+    env, tmp_path, slurm_cluster
+):
     state, addresses = tmp_path / "state", tmp_path / "ray_address"
-    flags = [*NODES, "--time", "1", "--name", "short", "--max_workers", "0"]
+    flags = [*NODES, "--time", "1", "--name", "short", "--max_workers", "0", "--no_auth"]
     started = launch(env, tmp_path, *flags, "--state_dir", str(state), "--address_file", str(addresses))
     assert started.returncode == 0, started.stderr
     job_id = json.loads((state / "short.json").read_text())["job_id"]
     try:
         assert ray_processes(job_id)
+        (cluster,) = address_file.read(addresses)
+        client = JobSubmissionClient(cluster.dashboard_url)  # --no_auth: no token at all
+        submitted = client.submit_job(entrypoint="python -c 'print(1)'")
+        wait_for(lambda: client.get_job_status(submitted).is_terminal(), 50, "the job to end")
+        assert client.get_job_status(submitted) == JobStatus.SUCCEEDED
         wait_for(lambda: slurm_cluster.job_state(job_id) == "TIMEOUT", 240, "SLURM to end the job at its time limit")
         status = launch(env, tmp_path, "--status", "--state_dir", str(state))
         row = next(line for line in status.stdout.splitlines() if line.startswith("short"))
@@ -322,3 +329,31 @@ def test_a_cluster_killed_at_its_time_limit_is_reported_as_such(env, tmp_path, s
     finally:
         slurm_cluster.run("scancel", job_id)
     assert job_id not in slurm_cluster.job_ids()
+
+
+def test_a_later_submission_that_fails_cancels_the_clusters_already_submitted(env, tmp_path, slurm_cluster):
+    """SLURM refuses the second of two jobs (a submit limit, injected in front of the real sbatch, which takes the
+    first): the first is cancelled, and SLURM itself says so."""
+    wrapper = tmp_path / "bin" / "sbatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        'if [[ " $* " != *" --test-only "* ]]; then\n'
+        f'  if [ -e {tmp_path}/submitted ]; then echo "sbatch: error: Batch job submission failed: '
+        'Job violates accounting/QOS policy (job submit limit)" >&2; exit 1; fi\n'
+        f"  touch {tmp_path}/submitted\n"
+        "fi\n"
+        f'exec {shutil.which("sbatch")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    limited = {**env, "PATH": f"{wrapper.parent}:{env['PATH']}"}
+    state = tmp_path / "state"
+    flags = [*SMALL, "--name", "pair", "--num_clusters", "2", "--max_workers", "0", "--state_dir", str(state)]
+    result = launch(limited, tmp_path, *flags)
+    assert result.returncode == 1 and "submitting cluster 'pair-2'" in result.stderr, result.stderr
+    assert "job submit limit" in result.stderr.strip().splitlines()[-1]
+    every_job = slurm_cluster.run("scontrol", "show", "job", "--oneliner").stdout.splitlines()
+    (first,) = [line for line in every_job if " JobName=pair-1 " in line]
+    assert "JobState=CANCELLED" in first, first
+    assert not [line for line in every_job if " JobName=pair-2 " in line]
+    assert not list(state.glob("pair-*"))
