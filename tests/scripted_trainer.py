@@ -28,6 +28,9 @@ parser.add_argument("--seconds_per_iteration", type=float, default=0.05)
 parser.add_argument("--crash_at", type=int, default=-1, help="exit 3 after this many iterations")
 parser.add_argument("--hang_at", type=int, default=-1, help="stop writing (and sleep) after this many")
 parser.add_argument("--spawn_child", action="store_true", help="start a grandchild that sleeps, like a simulator")
+parser.add_argument("--flat", action="store_true", help="score = quality at every iteration, not growing with it")
+parser.add_argument("--checkpoint_interval", type=int, default=0, help="save checkpoint_<done>.txt every K")
+parser.add_argument("--checkpoint", help="resume from this checkpoint (it holds the iterations done)")
 parser.add_argument("overrides", nargs="*")
 args = parser.parse_args()
 
@@ -50,7 +53,11 @@ if args.log_root:
 else:
     print(f"[INFO] Logging experiment in directory: {args.log_dir}", flush=True)
     writer = SummaryWriter(log_dir=args.log_dir)
-for iteration in range(args.iterations):
+start = 0
+if args.checkpoint:
+    start = int(open(args.checkpoint).read())
+    print(f"Resuming from checkpoint {args.checkpoint} after {start} iterations", flush=True)
+for iteration in range(start, args.iterations):
     if iteration == crash_at:
         print("simulated failure: CUDA error: an illegal memory access was encountered", flush=True)
         sys.exit(3)
@@ -58,6 +65,9 @@ for iteration in range(args.iterations):
         print("simulated hang", flush=True)
         time.sleep(600)
     time.sleep(args.seconds_per_iteration)
-    writer.add_scalar("score", quality * (iteration + 1), iteration)
+    writer.add_scalar("score", quality if args.flat else quality * (iteration + 1), iteration)
     writer.flush()
+    if args.checkpoint_interval and (iteration + 1) % args.checkpoint_interval == 0:
+        with open(os.path.join(writer.get_logdir(), f"checkpoint_{iteration + 1:06d}.txt"), "w") as checkpoint:
+            checkpoint.write(str(iteration + 1))
 writer.close()

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow.report import ERROR, FINISHED, STOPPED
 from ray_workflow.sweep import Sweep, load_sweep
-from ray_workflow.training_command import TrainingJob
+from ray_workflow.training_command import TrainerCheckpoints, TrainingJob
 from ray_workflow.tuning import TunerSettings, run_sweep
 
 SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_trainer.py", "--spawn_child"))
@@ -145,6 +146,43 @@ def test_resume_keeps_errored_trials_and_reruns_them_only_with_retry_errored(ray
     assert retried[str(flaky)].status == FINISHED and retried[str(flaky)].iterations == 10
     assert retried[""].status == FINISHED and retried[""].trial_id == first[""].trial_id
     assert wait_until_none(this_tests_processes, 30) == []
+
+
+def test_pbt_always_continues_the_weaker_trial_from_the_stronger_ones_checkpoint(ray_driver, tmp_path):
+    """Two trials side by side whose scores are their qualities at every iteration: at PBT's checks the weaker one is
+    always in the bottom quantile and the stronger one in the top, so the exploit cannot go the other way."""
+    job = TrainingJob(
+        command=("{python}", "{project_root}/tests/scripted_trainer.py", "--flat", "--iterations", "20")
+        + ("--seconds_per_iteration", "0.5"),
+        checkpoints=TrainerCheckpoints("checkpoint_*.txt", 2, ("--checkpoint_interval", "{interval}")),
+    )
+    sweep = Sweep(
+        name="pbt",
+        job=with_test_mark(job),
+        search_space={"agent.quality": tune.uniform(0.1, 1.0)},
+        metric="score",
+        mode="max",
+        max_iterations=20,
+        grace_period=1,
+    )
+    report = run_sweep(sweep, settings(tmp_path, num_samples=2, searcher="random", scheduler="pbt", seed=1))
+    assert [trial.status for trial in report.trials] == [FINISHED, FINISHED], report.table
+    results = {}
+    for trial_dir in (tmp_path / "exp").glob("trial_*"):
+        results[trial_dir] = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    weaker, _ = sorted(results, key=lambda trial_dir: results[trial_dir][0]["score"])
+    resumes = re.findall(
+        r"Resuming from checkpoint \S+ after (\d+) iterations", (weaker / "training_output.log").read_text()
+    )
+    assert resumes, "the weaker trial never continued from the stronger one's checkpoint"
+    resumed_at = int(resumes[-1])
+    assert resumed_at % 2 == 0 and 0 < resumed_at < 20, "a checkpoint PBT took at one of its checks"
+    # A score is the quality in force: the weaker trial's changes once it took the stronger one's checkpoint,
+    # and it then trains on from there to the end, each iteration once.
+    scores = [r["score"] for r in results[weaker]]
+    last_change = max(i for i in range(1, len(scores)) if scores[i] != scores[i - 1])
+    after = [r["iteration"] for r in results[weaker][last_change:]]
+    assert scores[-1] != scores[0] and after == list(range(after[0], 20)), results[weaker]
 
 
 def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_path):
