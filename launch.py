@@ -72,7 +72,6 @@ SLURM_DEFAULTS = {
     "setup": [],
     "base_port": slurm.DEFAULT_BASE_PORT,
     "state_dir": slurm.DEFAULT_STATE_DIR,
-    "address_file": address_file.DEFAULT_PATH,
     "timeout_s": 600.0,
     "no_wait": False,
     "status": False,
@@ -100,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new token for each cluster instead of your Ray token (RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token)",
     )
     parser.add_argument("--dry_run", action="store_true", help="print the manifests or batch scripts; touch nothing")
+    parser.add_argument(
+        "--address_file",
+        type=Path,
+        default=address_file.DEFAULT_PATH,
+        help="the address file: SLURM clusters' blocks are added once ready; --down drops the blocks of what it "
+        "deleted (default %(default)s)",
+    )
     parser.add_argument(
         "--down", action="store_true", help="delete our cluster --name (or its numbered clusters --name-N)"
     )
@@ -172,9 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {slurm.DEFAULT_STATE_DIR})",
     )
     on_slurm.add_argument(
-        "--address_file", type=Path, help=f"where to write the addresses (default {address_file.DEFAULT_PATH})"
-    )
-    on_slurm.add_argument(
         "--timeout_s",
         type=positive_float,
         help=f"wait this long for the clusters (default {SLURM_DEFAULTS['timeout_s']:g})",
@@ -237,6 +240,8 @@ def kuberay_main(args: argparse.Namespace) -> int:
     kubectl = Kubectl(args.kubectl_context)
     if args.down:
         deleted = down(args.name, args.namespace, kubectl)
+        if deleted and args.address_file.exists():
+            address_file.update([], args.address_file, remove=deleted)
         print(
             f"deleted RayCluster {', '.join(deleted)}"
             if deleted
@@ -319,6 +324,8 @@ def slurm_main(args: argparse.Namespace) -> int:
         return 0
     if args.down:
         cancelled = slurm.cancel(args.name, args.state_dir)
+        if cancelled and args.address_file.exists():
+            address_file.update([], args.address_file, remove=[job.name for job in cancelled])
         print(
             f"cancelled {', '.join(f'{job.name} (job {job.job_id})' for job in cancelled)}"
             if cancelled
@@ -335,8 +342,14 @@ def slurm_main(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"submitted {', '.join(f'{job.name} (job {job.job_id})' for job in jobs)}")
         return 0
-    clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
-    address_file.write(clusters, args.address_file)
+    try:
+        clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
+    except KeyboardInterrupt:
+        slurm.withdraw(jobs, args.state_dir)
+        cancelled = ", ".join(f"{job.name} (job {job.job_id})" for job in jobs)
+        print(f"interrupted: cancelled {cancelled}; use --no_wait to leave jobs queued", file=sys.stderr)
+        return 130
+    address_file.update(clusters, args.address_file)
     for cluster in clusters:
         print(f"{cluster.name}: {cluster.dashboard_url}")
     print(f"wrote {len(clusters)} cluster address(es) to {args.address_file}")

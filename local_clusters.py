@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--output", type=Path, default=address_file.DEFAULT_PATH, help="address file to write")
     down = verbs.add_parser("down", help="stop clusters that this script started")
     down.add_argument("--name", help="only this cluster (and its numbered clusters <name>-N)")
+    down.add_argument(
+        "--output", type=Path, default=address_file.DEFAULT_PATH, help="address file to drop their blocks from"
+    )
     verbs.add_parser("status", help="list the clusters this script started")
     run = verbs.add_parser("run", help="start clusters, run a command with RAY_ADDRESS set, stop them")
     _add_start_flags(run, count_as_flag=True)
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_addresses(clusters: list[lc.LocalCluster], path: Path) -> None:
-    address_file.write([address_file.ClusterAddress(c.name, c.dashboard_url) for c in clusters], path)
+    address_file.update([address_file.ClusterAddress(c.name, c.dashboard_url) for c in clusters], path)
     print(f"wrote {len(clusters)} address(es) to {path}")
 
 
@@ -120,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         for cluster in clusters:
             lc.stop(cluster, args.state_dir)
         print(f"stopped {', '.join(c.name for c in clusters)}")
+        if args.output:
+            address_file.update([], args.output, remove=[c.name for c in clusters])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "down":
             stopped = lc.stop_matching(args.name, args.state_dir)
             print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
+            if stopped and args.output.exists():
+                address_file.update([], args.output, remove=[c.name for c in stopped])
         elif args.verb == "status":
             rows = [
                 [c.name, c.dashboard_url, c.gcs_address, "running" if lc.is_running(c) else "dead", c.temp_dir]
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
         else:
             return _run(args)
-    except (lc.LocalClusterInputError, ClusterNameError, auth.TokenError) as error:
+    except (lc.LocalClusterInputError, ClusterNameError, auth.TokenError, address_file.AddressFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except lc.LocalClusterError as error:

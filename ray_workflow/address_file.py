@@ -9,7 +9,10 @@ dashboard on 8265 of the same host. Comments and blank lines may stand anywhere.
 
 from __future__ import annotations
 
+import fcntl
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +112,46 @@ def write(clusters: list[ClusterAddress], path: Path | str = DEFAULT_PATH) -> Pa
         return atomic_write_text(path, render(clusters))
     except OSError as error:
         raise AddressFileError(f"{path}: cannot write the address file ({error.strerror})") from None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside ``path``: a writer reads, changes and replaces it while no other does."""
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 - held for the block below
+    except OSError as error:
+        raise AddressFileError(f"{path}: cannot lock the address file ({error.strerror})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def update(clusters: list[ClusterAddress], path: Path | str = DEFAULT_PATH, remove: Iterable[str] = ()) -> Path:
+    """Put ``clusters`` in the file (a block of the same name, or the same address if unnamed, is replaced where it
+    stands; new ones go last) and drop the blocks named in ``remove``; every other block stays. Writers at the same
+    time take turns, so none loses another's blocks; a file that cannot be parsed is left as it is."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise AddressFileError(f"{path}: is a directory, not an address file")
+    with _locked(path):
+        existing = read(path) if path.exists() else []
+        dropped = set(remove)
+        pending = list(clusters)
+
+        def replacement(old: ClusterAddress) -> ClusterAddress | None:
+            for new in pending:
+                if (new.name is not None and new.name == old.name) or (
+                    new.name is None and new.dashboard_url == old.dashboard_url
+                ):
+                    pending.remove(new)
+                    return new
+            return None
+
+        merged = []
+        for old in existing:
+            if old.name is not None and old.name in dropped:
+                continue
+            merged.append(replacement(old) or old)
+        return write([*merged, *pending], path)

@@ -62,13 +62,13 @@ def _kubectl(args: argparse.Namespace) -> int:
     if not args.port_forward:
         clusters = pod_addresses(heads)
         keep_tokens(heads, clusters, args.namespace, kubectl)
-        address_file.write(clusters, args.output)
+        address_file.update(clusters, args.output)
         print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
         return 0
     forwards = port_forward(list(heads), args.namespace, kubectl)
     try:
         keep_tokens(heads, forwards.addresses, args.namespace, kubectl)
-        address_file.write(forwards.addresses, args.output)
+        address_file.update(forwards.addresses, args.output)
         for cluster in forwards.addresses:
             print(f"{cluster.name}: {cluster.dashboard_url}")
         print(f"wrote {len(forwards.addresses)} forwarded address(es) to {args.output}; Ctrl-C stops forwarding")
@@ -89,7 +89,7 @@ def _slurm(args: argparse.Namespace) -> int:
             f"no queued or running SLURM cluster of ours{f' named {args.name!r}' if args.name else ''}"
         )
     clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
-    address_file.write(clusters, args.output)
+    address_file.update(clusters, args.output)
     print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
     return 0
 
@@ -101,7 +101,7 @@ def _ray(args: argparse.Namespace) -> int:
         clusters = [address_file.ClusterAddress(c.name, c.dashboard_url) for c in recorded]
     else:
         clusters = [running_local_head()]
-    address_file.write(clusters, args.output)
+    address_file.update(clusters, args.output)
     print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
     return 0
 

@@ -40,6 +40,7 @@ MARKER = SLURM_OWNER_COMMENT  # the job comment that marks a job as one of our c
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/slurm").expanduser()
 DEFAULT_BASE_PORT = 23000
 HEAD_WAIT_S = 300  # how long the batch script waits for the head before giving up
+PROGRESS_EVERY_S = 30.0  # a long wait in the queue says so at this pace
 ALIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$|^(UNLIMITED|INFINITE)$")
@@ -370,26 +371,35 @@ def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: 
     Polls ``squeue`` and each head every ``poll_s`` seconds (cheap for the login node) and logs each
     change of a job's state, so a long wait in the queue shows why it waits.
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     ready: dict[str, ClusterAddress] = {}
     last_seen: dict[str, str] = {}
+    last_said = started
     while True:
         current = {job.job_id: job for job in our_jobs()}
+        waiting = []
         for job in jobs:
             if job.name in ready:
                 continue
             now = current.get(job.job_id)
             if now is None or not now.alive:
                 raise SlurmError(ended_message(job, state_dir))
-            seen = f"{now.state} ({now.reason})" if now.state == "PENDING" else now.state
+            why = f" ({now.reason})" if now.state == "PENDING" and now.reason not in ("", "None") else ""
+            seen = f"{now.state}{why}"
+            waiting.append(f"{job.name} {seen}")
             if last_seen.get(job.name) != seen:
                 logger.info("%s: SLURM job %s is %s", job.name, job.job_id, seen)
                 last_seen[job.name] = seen
+                last_said = time.monotonic()
             if now.state == "RUNNING" and (address := _ready_address(now, state_dir)):
                 ready[job.name] = address
                 logger.info("%s: ready at %s", job.name, address.dashboard_url)
         if len(ready) == len(jobs):
             return [ready[job.name] for job in jobs]
+        if time.monotonic() - last_said >= PROGRESS_EVERY_S:
+            logger.info("still waiting after %s: %s", _elapsed(time.monotonic() - started), ", ".join(waiting))
+            last_said = time.monotonic()
         if time.monotonic() > deadline:
             waiting = ", ".join(f"{job.name} (job {job.job_id})" for job in jobs if job.name not in ready)
             raise SlurmError(
@@ -397,6 +407,11 @@ def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: 
                 "grok_slurm_address.sh later, or cancel them with --down"
             )
         time.sleep(poll_s)
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 def recorded(state_dir: Path) -> list[SlurmJob]:
@@ -416,22 +431,30 @@ def cancel(name: str, state_dir: Path, timeout_s: float = 60.0) -> list[SlurmJob
     has ended them, and forget what we kept for them; returns the jobs cancelled."""
     check_cluster_name(name)
     jobs = our_jobs(name)
+    withdraw(jobs, state_dir, _names_in(state_dir, name), timeout_s)
+    return jobs
+
+
+def withdraw(
+    jobs: list[SlurmJob], state_dir: Path, names: Iterable[str] | None = None, timeout_s: float = 60.0
+) -> None:
+    """``scancel`` exactly ``jobs``, wait until SLURM has ended them, and forget what we kept for the clusters
+    ``names`` (by default, those jobs' clusters): record, script, head address, tokens."""
     if jobs:
         _run(["scancel", *[job.job_id for job in jobs]], f"cancelling {', '.join(job.name for job in jobs)}")
         deadline = time.monotonic() + timeout_s
         cancelled = {job.job_id for job in jobs}
-        while left := cancelled & {job.job_id for job in our_jobs(name)}:
+        while left := cancelled & {job.job_id for job in our_jobs()}:
             if time.monotonic() > deadline:
                 raise SlurmError(f"SLURM has not ended {', '.join(sorted(left))} after {timeout_s:g} s")
             time.sleep(1.0)
-    for cluster in _names_in(state_dir, name):
+    for cluster in [job.name for job in jobs] if names is None else names:
         files = ClusterFiles(state_dir=state_dir, name=cluster)
         record = _record(files)
         head = files.head.read_text().split() if files.head.exists() else []
         if record is not None and len(head) == 2:
             auth.forget_token(_addresses(head[1], int(record["spec"]["base_port"])))
         files.remove()
-    return jobs
 
 
 def _names_in(state_dir: Path, name: str) -> Iterable[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -94,6 +95,12 @@ class TunerSettings:
             raise SweepConfigError("--retry_errored only applies with --resume")
         if self.resume and not self.name:
             raise SweepConfigError("--resume needs --name, the experiment folder under --storage_path to continue")
+        if self.name is not None and (
+            not self.name or self.name in (".", "..") or "/" in self.name or "\0" in self.name
+        ):
+            raise SweepConfigError(
+                f"--name {self.name!r}: an experiment's name is one folder name under --storage_path"
+            )
 
 
 def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +171,19 @@ def resolve_storage(storage_path: str) -> str:
     except OSError as error:
         raise SweepConfigError(f"--storage_path {storage_path}: cannot create it ({error.strerror})") from None
     return str(path)
+
+
+def claim_experiment(experiment: str, name: str) -> None:
+    """Make the experiment's folder, or refuse if it is there already: creating it is atomic, so of two sweeps
+    given one name and storage path at once, exactly one goes on. (A bucket has no such claim; names still differ.)"""
+    if "://" in experiment:
+        return
+    try:
+        os.mkdir(experiment)
+    except FileExistsError:
+        raise SweepConfigError(
+            f"--name {name}: {experiment} already holds a sweep; choose another --name, or --resume to continue it"
+        ) from None
 
 
 def connect(address: str) -> None:
@@ -259,9 +279,13 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     param_space, search_alg = build_search(sweep, settings)
     scheduler = build_scheduler(sweep, settings)
     storage_path = resolve_storage(settings.storage_path)
-    name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    # Two sweeps started in one second (one per cluster, say) must not share a folder: the default name cannot
+    # repeat, and a name another sweep already holds is refused unless resuming it.
+    name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
     experiment = f"{storage_path.rstrip('/')}/{name}"
     connect(settings.ray_address)
+    if not settings.resume:
+        claim_experiment(experiment, name)
     trainable = tune.with_resources(
         tune.with_parameters(
             CommandTrainable,

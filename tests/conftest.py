@@ -21,9 +21,12 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from ray_workflow import local_cluster  # noqa: E402
 from ray_workflow.training_command import TrainingJob  # noqa: E402
 
-# The user's Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH) and the tokens kept per cluster live here
-# for the whole run, never in the user's home; the folder goes when the run ends.
-AUTH_HOME = Path(tempfile.mkdtemp(prefix="pytest_ray_auth_"))
+# The tests run with a home of their own, so that nothing they do reads or changes the user's: the address file,
+# the Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH), the tokens kept per cluster, the clusters' state.
+# Warp's kernel cache stays the machine's (a cold one costs about 50 s a node). The folder goes when the run ends.
+AUTH_HOME = Path(tempfile.mkdtemp(prefix="pytest_ray_home_"))
+os.environ.setdefault("WARP_CACHE_PATH", str(Path.home() / ".cache" / "warp"))
+os.environ["HOME"] = str(AUTH_HOME)
 os.environ["RAY_AUTH_TOKEN_PATH"] = str(AUTH_HOME / ".ray" / "auth_token")
 os.environ["ISAACLAB_RAY_TOKEN_DIR"] = str(AUTH_HOME / "tokens")
 for variable in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_ADDRESS"):

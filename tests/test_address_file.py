@@ -2,11 +2,13 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import pytest
+from conftest import PROJECT_ROOT
 
 from ray_workflow import address_file
-from ray_workflow.address_file import AddressFileError, ClusterAddress, read, write
+from ray_workflow.address_file import AddressFileError, ClusterAddress, read, update, write
 
 
 def test_blocks_comments_and_blank_lines_are_read_in_order(tmp_path):
@@ -85,3 +87,44 @@ def test_an_address_file_that_is_a_directory_is_one_clear_error(tmp_path):
         read(tmp_path)
     with pytest.raises(AddressFileError, match="is a directory"):
         write([ClusterAddress("c", "http://10.0.0.2:8265")], tmp_path)
+
+
+def test_update_replaces_a_clusters_block_in_place_adds_new_ones_last_and_keeps_the_others(tmp_path):
+    path = tmp_path / "ray_address"
+    write([ClusterAddress("a", "http://10.0.0.1:8265"), ClusterAddress("b", "http://10.0.0.2:8265")], path)
+    update([ClusterAddress("a", "http://10.0.0.9:8265"), ClusterAddress("c", "http://10.0.0.3:8265")], path)
+    assert read(path) == [
+        ClusterAddress("a", "http://10.0.0.9:8265"),
+        ClusterAddress("b", "http://10.0.0.2:8265"),
+        ClusterAddress("c", "http://10.0.0.3:8265"),
+    ]
+    update([], path, remove=["b", "not-there"])
+    assert [cluster.name for cluster in read(path)] == ["a", "c"]
+
+
+def test_update_leaves_a_file_it_cannot_parse_as_it_is(tmp_path):
+    path = tmp_path / "ray_address"
+    path.write_text("# Cluster: mine\nnot an address\n")
+    with pytest.raises(AddressFileError, match=":2: 'not an address' is not a Ray address"):
+        update([ClusterAddress("new", "http://10.0.0.1:8265")], path)
+    assert path.read_text() == "# Cluster: mine\nnot an address\n"
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from ray_workflow.address_file import ClusterAddress, update
+for index in range(int(sys.argv[4])):
+    update([ClusterAddress(f"{sys.argv[3]}-{index}", f"http://10.0.0.1:{20000 + index}")], sys.argv[2])
+"""
+
+
+def test_writers_at_the_same_time_never_lose_each_others_blocks(tmp_path):
+    path = tmp_path / "ray_address"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(PROJECT_ROOT), str(path), name, "40"])
+        for name in ("left", "right", "third")
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0]
+    names = sorted(cluster.name for cluster in read(path))
+    assert names == sorted(f"{name}-{index}" for name in ("left", "right", "third") for index in range(40))

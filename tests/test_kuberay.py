@@ -433,11 +433,17 @@ def test_real_kubectl_error_reaches_the_user(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: kubectl ") and " failed: " in err and "127.0.0.1:1 was refused" in err
 
 
-def test_down_deletes_only_our_clusters_of_exactly_that_name(kubectl, capsys):
+def test_down_deletes_only_our_clusters_of_exactly_that_name_and_their_address_blocks(kubectl, capsys, tmp_path):
     for name in ("tuner-1", "tuner-2", "other-1", "tuner", "tuner-ab", "tuner-1x", "tuners"):
         kubectl.add_cluster(name)
     kubectl.add_cluster("tuner-3", labels={"team": "someone-else"})
-    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    addresses = tmp_path / "ray_address"
+    listed = [
+        address_file.ClusterAddress(name, f"http://10.8.0.{i}:8265") for i, name in enumerate(("tuner-1", "other-1"))
+    ]
+    address_file.write(listed, addresses)
+    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns", "--address_file", str(addresses)]) == 0
+    assert address_file.read(addresses) == listed[1:]
     assert "deleted RayCluster tuner, tuner-1, tuner-2" in capsys.readouterr().out
     (delete,) = [call["argv"] for call in kubectl.calls() if "delete" in call["argv"]]
     assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner", "tuner-1", "tuner-2"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning, wait_for
+from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_none
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import address_file, auth
@@ -112,6 +112,8 @@ def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
 def test_cli_up_status_down(tmp_path):
     cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
     output = tmp_path / "ray_address"
+    elsewhere = address_file.ClusterAddress("on-kuberay", "http://10.8.0.11:8265")  # launched before, kept
+    address_file.write([elsewhere], output)
     up = subprocess.run(
         [*cli, "up", "1", "--name", "cli", "--num_cpus", "1", "--output", str(output)],
         capture_output=True,
@@ -120,12 +122,13 @@ def test_cli_up_status_down(tmp_path):
     )
     assert up.returncode == 0, up.stderr
     (cluster,) = lc.load_all(tmp_path / "state")
-    assert address_file.read(output) == [address_file.ClusterAddress("cli", cluster.dashboard_url)]
+    assert address_file.read(output) == [elsewhere, address_file.ClusterAddress("cli", cluster.dashboard_url)]
     status = subprocess.run([*cli, "status"], capture_output=True, text=True, check=True)
     assert "cli" in status.stdout and "running" in status.stdout
-    down = subprocess.run([*cli, "down"], capture_output=True, text=True, check=True)
+    down = subprocess.run([*cli, "down", "--output", str(output)], capture_output=True, text=True, check=True)
     assert "stopped cli" in down.stdout
-    assert processes_mentioning(cluster.temp_dir) == []
+    assert wait_until_none(lambda: processes_mentioning(cluster.temp_dir), 30) == []
+    assert address_file.read(output) == [elsewhere], "down drops the stopped cluster's block and keeps the rest"
 
 
 def test_cli_run_stops_its_cluster_and_returns_the_commands_exit_code(tmp_path):

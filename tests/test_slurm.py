@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -244,8 +245,11 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     assert trial_nodes == {node["node_id"] for node in alive_nodes(cluster.dashboard_url)}
     assert ray_processes(job_id)
 
-    down = launch(env, tmp_path, "--down", "--name", "team", "--state_dir", str(state))
+    down = launch(
+        env, tmp_path, "--down", "--name", "team", "--state_dir", str(state), "--address_file", str(addresses)
+    )
     assert down.returncode == 0, down.stderr
+    assert address_file.read(addresses) == [], "down drops the cancelled cluster's block"
     assert f"cancelled team (job {job_id})" in down.stdout
     assert job_id not in slurm_cluster.job_ids() and set(other_ids) <= slurm_cluster.job_ids()
     assert wait_until_none(lambda: ray_processes(job_id), 30) == []
@@ -357,3 +361,40 @@ def test_a_later_submission_that_fails_cancels_the_clusters_already_submitted(en
     assert "JobState=CANCELLED" in first, first
     assert not [line for line in every_job if " JobName=pair-2 " in line]
     assert not list(state.glob("pair-*"))
+
+
+def test_ctrl_c_while_waiting_cancels_what_was_submitted_and_says_so_in_one_line(env, tmp_path, slurm_cluster):
+    # Both nodes busy: the cluster waits in the queue, and says so at a steady pace.
+    holder = slurm_cluster.run("sbatch", "--parsable", "--nodes=2", "--exclusive", "--wrap", "sleep 600")
+    assert holder.returncode == 0, holder.stderr
+    holder_id = holder.stdout.strip()
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--cluster_host", "slurm", *SMALL]
+        + ["--name", "waiting", "--max_workers", "0", "--state_dir", str(state)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        said = []
+        for line in process.stderr:
+            said.append(line)
+            if line.startswith("still waiting after 30 s: waiting PENDING"):
+                break
+        assert any("waiting: SLURM job" in line and "is PENDING (Resources)" in line for line in said), said
+        assert not any("(None)" in line for line in said), said
+        job_id = json.loads((state / "waiting.json").read_text())["job_id"]
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 130
+        assert rest.strip() == f"interrupted: cancelled waiting (job {job_id}); use --no_wait to leave jobs queued"
+        assert slurm_cluster.job_state(job_id) == "CANCELLED"
+        assert list(state.iterdir()) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        slurm_cluster.run("scancel", holder_id)

@@ -300,3 +300,45 @@ def test_numeric_tuner_flags_refuse_nan_infinity_and_nonsense_in_one_line():
                         ("--gpus_per_trial", "-1"), ("--max_failures", "inf"), ("--num_samples", "2.5")):  # fmt: skip
         result = subprocess.run([sys.executable, str(config), flag, value], capture_output=True, text=True)
         assert result.returncode == 2 and f"argument {flag}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_sweeps_started_at_once_never_share_an_experiment_folder(ray_cluster, tmp_path):
+    config = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "cartpole_sweep.py"
+    flags = ["--num_samples", "1", "--searcher", "random", "--scheduler", "fifo", "--cpus_per_trial", "1"]
+    env = {**os.environ, "CARTPOLE_MAX_ITERATIONS": "2"}
+
+    def together(*names: str | None) -> list[subprocess.CompletedProcess]:
+        drivers = [
+            subprocess.Popen(
+                [sys.executable, str(config), "--ray_address", ray_cluster.gcs_address]
+                + ["--storage_path", str(tmp_path), *flags, *(["--name", name] if name else [])],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for name in names
+        ]
+        finished = []
+        for driver in drivers:
+            out, err = driver.communicate(timeout=300)
+            finished.append(subprocess.CompletedProcess(driver.args, driver.returncode, out, err))
+        return finished
+
+    # Default names: each sweep its own folder, each results.csv its own one trial.
+    first, second = together(None, None)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    folders = sorted(path.parent for path in tmp_path.glob("*/results.csv"))
+    assert len(folders) == 2
+    assert [len((folder / "results.csv").read_text().splitlines()) for folder in folders] == [2, 2]
+
+    # One name for both: exactly one runs, the other is refused before it writes anything.
+    results = together("shared", "shared")
+    assert sorted(result.returncode for result in results) == [0, 2], [r.stderr[-2000:] for r in results]
+    (refused,) = [result for result in results if result.returncode == 2]
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: --name shared: {tmp_path / 'shared'} already holds a sweep; choose another --name, "
+        "or --resume to continue it"
+    )
+    assert "Traceback" not in refused.stderr
+    assert len((tmp_path / "shared" / "results.csv").read_text().splitlines()) == 2
