@@ -73,6 +73,7 @@ SLURM_DEFAULTS = {
     "base_port": slurm.DEFAULT_BASE_PORT,
     "state_dir": slurm.DEFAULT_STATE_DIR,
     "timeout_s": 600.0,
+    "log_dir": slurm.DEFAULT_LOG_DIR,
     "no_wait": False,
     "status": False,
 }
@@ -176,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"a folder the compute nodes share with this machine, for tokens and head addresses "
         f"(default {slurm.DEFAULT_STATE_DIR})",
+    )
+    on_slurm.add_argument(
+        "--log_dir",
+        type=Path,
+        help="where each cluster's job log <name>-<jobid>.out goes, on a filesystem the nodes share "
+        f"(default {slurm.DEFAULT_LOG_DIR}, which git ignores and job uploads leave out)",
     )
     on_slurm.add_argument(
         "--timeout_s",
@@ -335,10 +342,10 @@ def slurm_main(args: argparse.Namespace) -> int:
     specs = slurm.specs_for(slurm_spec(args), args.num_clusters)
     if args.dry_run:
         for spec in specs:
-            print(slurm.render(spec, args.state_dir, Path.cwd()), end="")
+            print(slurm.render(spec, args.state_dir, args.log_dir), end="")
         print(f"# {len(specs)} batch script(s); nothing submitted", file=sys.stderr)
         return 0
-    jobs = slurm.submit(specs, args.state_dir, Path.cwd())
+    jobs = slurm.submit(specs, args.state_dir, args.log_dir)
     if args.no_wait:
         print(f"submitted {', '.join(f'{job.name} (job {job.job_id})' for job in jobs)}")
         return 0

@@ -39,6 +39,7 @@ TEMPLATE = PROJECT_ROOT / "cluster_configs" / "slurm" / "ray_cluster.sbatch.jinj
 MARKER = SLURM_OWNER_COMMENT  # the job comment that marks a job as one of our clusters
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/slurm").expanduser()
 DEFAULT_BASE_PORT = 23000
+DEFAULT_LOG_DIR = PROJECT_ROOT / "logs" / "slurm"  # ignored by git, left out of job uploads
 HEAD_WAIT_S = 300  # how long the batch script waits for the head before giving up
 PROGRESS_EVERY_S = 30.0  # a long wait in the queue says so at this pace
 ALIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")

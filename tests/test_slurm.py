@@ -66,8 +66,9 @@ def env(slurm_cluster):
 
 
 def launch(env: dict, cwd: Path, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess:
+    """launch.py on SLURM from ``cwd``, job logs there too (by default they go to the project's logs/slurm)."""
     return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--cluster_host", "slurm", *args],
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--cluster_host", "slurm", "--log_dir", str(cwd), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
