@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -379,19 +381,25 @@ def test_ctrl_c_while_waiting_cancels_what_was_submitted_and_says_so_in_one_line
         stderr=subprocess.PIPE,
         text=True,
     )
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(process.stderr), daemon=True)
+    reader.start()
     try:
-        said = []
-        for line in process.stderr:
-            said.append(line)
-            if line.startswith("still waiting after 30 s: waiting PENDING"):
-                break
+        wait_for(
+            lambda: any(re.match(r"still waiting after \d+ s: waiting PENDING \(Resources\)$", line) for line in said),
+            120,
+            "the 30 s progress line",
+        )
         assert any("waiting: SLURM job" in line and "is PENDING (Resources)" in line for line in said), said
         assert not any("(None)" in line for line in said), said
         job_id = json.loads((state / "waiting.json").read_text())["job_id"]
+        seen = len(said)
         process.send_signal(signal.SIGINT)
-        rest = process.stderr.read()
         assert process.wait(timeout=60) == 130
-        assert rest.strip() == f"interrupted: cancelled waiting (job {job_id}); use --no_wait to leave jobs queued"
+        reader.join(timeout=10)
+        assert [line.strip() for line in said[seen:]] == [
+            f"interrupted: cancelled waiting (job {job_id}); use --no_wait to leave jobs queued"
+        ]
         assert slurm_cluster.job_state(job_id) == "CANCELLED"
         assert list(state.iterdir()) == []
     finally:
