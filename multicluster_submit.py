@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import PROJECT_ROOT, address_file, log_progress_to  # noqa: E402
+from ray_workflow import PROJECT_ROOT, address_file, log_progress_to, slurm  # noqa: E402
 from ray_workflow.cli_types import positive_float  # noqa: E402
 from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign  # noqa: E402
 
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--connect_timeout_s", type=positive_float, default=10.0, help="give up on silent clusters after this"
     )
+    parser.add_argument(
+        "--slurm_state_dir",
+        type=Path,
+        default=slurm.DEFAULT_STATE_DIR,
+        help="launch.py's --state_dir: where to ask SLURM why one of our clusters ended mid-job",
+    )
     return parser
 
 
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             queue=args.queue,
             wait=not args.no_wait,
             connect_timeout_s=args.connect_timeout_s,
+            slurm_state_dir=args.slurm_state_dir,
         )
         plan = assign(args.jobs, clusters, args.queue)
         if not args.working_dir.is_dir():

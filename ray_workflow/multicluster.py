@@ -12,6 +12,7 @@ Progress (each job's log lines with a ``[cluster]`` prefix) goes to this module'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shlex
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth, slurm
 from ray_workflow.address_file import ClusterAddress, redact
 from ray_workflow.connection import drop_address_overrides
 
@@ -42,6 +43,7 @@ class RunStatus(str, Enum):
     STOPPED = "STOPPED"
     UNREACHABLE = "UNREACHABLE"
     TOKEN_REFUSED = "TOKEN_REFUSED"
+    CLUSTER_LOST = "CLUSTER_LOST"
     SUBMIT_FAILED = "SUBMIT_FAILED"
     NOT_RUN = "NOT_RUN"
 
@@ -94,6 +96,7 @@ class SubmitOptions:
     queue: bool = False
     wait: bool = True
     connect_timeout_s: float = 10.0
+    slurm_state_dir: Path = slurm.DEFAULT_STATE_DIR  # where to ask why one of our SLURM clusters vanished
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,8 +226,17 @@ class MultiClusterSubmitter:
             self.runs.append(run)
             try:
                 await self._run_one(client, run)
-            except Exception as error:  # noqa: BLE001 - one failed submission must not stop the others
-                run.status, run.error, run.ended = RunStatus.SUBMIT_FAILED, str(error), time.monotonic()
+            except Exception as error:  # noqa: BLE001 - one failed job must not stop the others
+                run.ended = time.monotonic()
+                if run.job_id is not None:
+                    # Submitted, then the cluster stopped answering: it ended (a SLURM time limit, say) or was lost,
+                    # and takes no more jobs.
+                    why = await asyncio.to_thread(slurm.why_cluster_ended, cluster.name, self.options.slurm_state_dir)
+                    run.status = RunStatus.CLUSTER_LOST
+                    run.error = f"cluster {run.cluster_name} ended: {why or f'it stopped answering ({error})'}"
+                    self._say(run.cluster_name, run.error)
+                    return
+                run.status, run.error = RunStatus.SUBMIT_FAILED, str(error)
                 self._say(run.cluster_name, f"submission failed: {error}")
             next_job = queued.get_nowait() if self.options.queue and not queued.empty() else None
 
@@ -260,9 +272,14 @@ class MultiClusterSubmitter:
                 printed += len(chunk)
 
         streaming = asyncio.create_task(stream())
-        while not (status := RunStatus.of(await asyncio.to_thread(client.get_job_status, run.job_id))).final:
-            await asyncio.sleep(STATUS_POLL_S)
-        streaming.cancel()
+        try:
+            while not (status := RunStatus.of(await asyncio.to_thread(client.get_job_status, run.job_id))).final:
+                await asyncio.sleep(STATUS_POLL_S)
+        finally:
+            # The stream dies with its cluster too: its end is awaited here, never left for asyncio to report.
+            streaming.cancel()
+            with contextlib.suppress(BaseException):
+                await streaming
         rest = (await asyncio.to_thread(client.get_job_logs, run.job_id))[printed:]
         if rest.strip():
             self._say(run.cluster_name, rest.rstrip("\n"))

@@ -359,6 +359,27 @@ def _ready_address(job: SlurmJob, state_dir: Path) -> ClusterAddress | None:
     return ClusterAddress(job.name, dashboard)
 
 
+def why_cluster_ended(name: str | None, state_dir: Path, settle_s: float = 30.0) -> str | None:
+    """SLURM's word on our cluster ``name`` launched with this ``state_dir``, once SLURM has ended its job
+    (``SLURM TIMEOUT (its time limit was reached)``); None if it is not one of ours or still runs after ``settle_s``
+    (a job being killed is still RUNNING or COMPLETING for a moment after its nodes stop answering)."""
+    if not name:
+        return None
+    record = _record(ClusterFiles(state_dir=state_dir, name=name))
+    if record is None:
+        return None
+    deadline = time.monotonic() + settle_s
+    try:
+        while (ended := job_state(record["job_id"], name)).state in ALIVE_STATES and time.monotonic() < deadline:
+            time.sleep(1.0)
+    except OSError:  # no SLURM commands on this machine
+        return None
+    if ended.state in ALIVE_STATES:
+        return None
+    why = "its time limit was reached" if ended.state == "TIMEOUT" else f"reason {ended.reason or 'none given'}"
+    return f"SLURM {ended.state} ({why})"
+
+
 def ended_message(job: SlurmJob, state_dir: Path) -> str:
     ended = job_state(job.job_id, job.name)
     record = _record(ClusterFiles(state_dir=state_dir, name=job.name)) or {}

@@ -328,6 +328,21 @@ def test_a_cluster_without_auth_takes_jobs_without_a_token_and_is_reported_at_it
         submitted = client.submit_job(entrypoint="python -c 'print(1)'")
         wait_for(lambda: client.get_job_status(submitted).is_terminal(), 50, "the job to end")
         assert client.get_job_status(submitted) == JobStatus.SUCCEEDED
+        # A job that outlives its cluster: multicluster_submit.py says in one line what SLURM did.
+        outlived = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+            + ["--slurm_state_dir", str(state), "-c 'import time; time.sleep(600)'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert outlived.returncode == 1, outlived.stdout + outlived.stderr
+        assert outlived.stderr.strip().splitlines()[-1] == (
+            "short: CLUSTER_LOST: cluster short ended: SLURM TIMEOUT (its time limit was reached)"
+        ), outlived.stderr
+        assert "Traceback" not in outlived.stdout + outlived.stderr
+        assert "Task exception was never retrieved" not in outlived.stdout + outlived.stderr
         wait_for(lambda: slurm_cluster.job_state(job_id) == "TIMEOUT", 240, "SLURM to end the job at its time limit")
         status = launch(env, tmp_path, "--status", "--state_dir", str(state))
         row = next(line for line in status.stdout.splitlines() if line.startswith("short"))
