@@ -86,6 +86,8 @@ def _write_addresses(clusters: list[lc.LocalCluster], path: Path) -> None:
 def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
     if args.cluster_token and args.no_auth:
         raise lc.LocalClusterInputError("--cluster_token and --no_auth: a cluster without token auth has no token")
+    if args.output is not None and args.output.expanduser().is_dir():
+        raise lc.LocalClusterInputError(f"--output {args.output}: is a folder, not an address file")
     return lc.start_many(
         args.num_clusters,
         name=args.name,

@@ -13,8 +13,10 @@ def atomic_write(path: Path, write: Callable[[IO[Any]], object], binary: bool = 
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A file that exists keeps its permissions (a 0600 address file stays private); a new one
-    gets what ``open`` would give it under the user's umask.
+    gets what ``open`` would give it under the user's umask. A symlink stays a symlink: the file it
+    points to is the one replaced.
     """
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = os.stat(path).st_mode & 0o7777

@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
+from ray_workflow import yaml_input
+
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CrdError(ValueError):
@@ -99,7 +100,7 @@ def with_defaults(node: dict[str, Any], value: Any) -> Any:
 
 def validator_from_text(text: str, version: str = "v1") -> CrdSchema:
     try:
-        documents = [doc for doc in yaml.load_all(text, Loader=_Loader) if doc]
+        documents = [doc for doc in yaml_input.load_all(text) if doc]
     except yaml.YAMLError as error:
         raise CrdError(f"CRD is not valid YAML: {error}") from None
     if not documents:

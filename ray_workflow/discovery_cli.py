@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)
-    except (DiscoveryInputError, address_file.AddressFileError, ClusterNameError) as error:
+    except (DiscoveryInputError, address_file.AddressFileError, ClusterNameError, lc.LocalClusterInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (DiscoveryError, KubectlError, slurm.SlurmError) as error:

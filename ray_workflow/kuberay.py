@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ray_workflow import PROJECT_ROOT, crd_schema
+from ray_workflow import PROJECT_ROOT, crd_schema, yaml_input
 from ray_workflow.kubectl import Kubectl, KubectlError
 from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name, is_member
@@ -86,7 +86,7 @@ def validate(manifests: list[dict[str, Any]], validator: Any) -> None:
 def read_manifests(path: Path) -> list[dict[str, Any]]:
     """The RayCluster documents of a YAML file; anything else in it is an error naming the document."""
     try:
-        documents = [document for document in yaml.safe_load_all(Path(path).read_text()) if document is not None]
+        documents = [document for document in yaml_input.load_all(Path(path).read_text()) if document is not None]
     except OSError as error:
         raise ManifestError(f"{path}: {error.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:

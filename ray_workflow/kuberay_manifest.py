@@ -163,7 +163,7 @@ def _strict_tojson(value: Any) -> str:
 def render(cluster_host: str, spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
     """The RayCluster manifest for ``spec`` from ``cluster_host``'s template."""
     template_path = configs_dir / cluster_host / TEMPLATE_NAME
-    if not template_path.is_file():
+    if cluster_host not in [path.parent.name for path in configs_dir.glob(f"*/{TEMPLATE_NAME}")]:
         hosts = ", ".join(available_hosts()) if configs_dir == CLUSTER_CONFIGS else "see " + str(configs_dir)
         raise ManifestError(f"--cluster_host {cluster_host!r}: no {TEMPLATE_NAME} there; choose one of {hosts}")
     check_spec(spec)

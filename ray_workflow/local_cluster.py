@@ -182,9 +182,13 @@ def start(
     """
     check_cluster_name(name)
     try:
-        ipaddress.ip_address(node_ip)
+        address = ipaddress.ip_address(node_ip)
     except ValueError:
         raise LocalClusterInputError(f"--node_ip_address {node_ip!r}: not an IP address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise LocalClusterInputError(
+            f"--node_ip_address {node_ip}: clients cannot reach a cluster there; give this machine's address"
+        )
     if base_port is not None and not 1024 <= base_port <= 65535 - PORT_BLOCK:
         raise LocalClusterInputError(f"--base_port {base_port}: must be between 1024 and {65535 - PORT_BLOCK}")
     if _state_path(state_dir, name).exists():
@@ -261,6 +265,11 @@ def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
             check_cluster_name(cluster.name, "recorded name")
             if path.stem != cluster.name or not isinstance(cluster.pgid, int) or not isinstance(cluster.base_port, int):
                 raise ValueError("its fields do not describe a cluster of that file's name")
+            # Processes are matched by their temp dir: an empty or relative one would match anyone's.
+            if not isinstance(cluster.temp_dir, str) or not Path(cluster.temp_dir).is_absolute() or cluster.pgid < 2:
+                raise ValueError(
+                    f"temp_dir {cluster.temp_dir!r} or pgid {cluster.pgid!r} cannot be one of our clusters'"
+                )
         except (OSError, ValueError, TypeError) as error:
             logger.warning("%s: damaged local-cluster record skipped (%s)", path, error)
             continue

@@ -186,19 +186,8 @@ class MultiClusterSubmitter:
         queued: asyncio.Queue[str] = asyncio.Queue()
         for job in plan.queued:
             queued.put_nowait(job)
-        # Every cluster is asked at once: silent ones cost one timeout in all and delay no live one.
-        problems = await asyncio.gather(
-            *(asyncio.to_thread(why_not_ready, cluster, self.options.connect_timeout_s) for cluster, _ in plan.first)
-        )
-        live = []
-        for (cluster, job), problem in zip(plan.first, problems, strict=True):
-            if problem:
-                status, reason = problem
-                self._say(cluster.name or cluster.dashboard_url, reason)
-                self.runs.append(JobRun(cluster=cluster, job=job, status=status, error=reason))
-            else:
-                live.append(self._cluster(cluster, job, queued))
-        await asyncio.gather(*live)
+        # Every cluster goes its own way at once: a silent one costs one timeout and delays no live one.
+        await asyncio.gather(*(self._cluster(cluster, job, queued) for cluster, job in plan.first))
         while not queued.empty():
             self.runs.append(
                 JobRun(
@@ -211,7 +200,12 @@ class MultiClusterSubmitter:
         return self.runs
 
     async def _cluster(self, cluster: ClusterAddress, job: str, queued: asyncio.Queue[str]) -> None:
-        """One cluster's jobs: its first, then (with a queue) whatever is left when it is free."""
+        """One cluster's jobs, once it answers: its first, then (with a queue) whatever is left when it is free."""
+        if problem := await asyncio.to_thread(why_not_ready, cluster, self.options.connect_timeout_s):
+            status, reason = problem
+            self._say(cluster.name or cluster.dashboard_url, reason)
+            self.runs.append(JobRun(cluster=cluster, job=job, status=status, error=reason))
+            return
         try:
             client = await asyncio.to_thread(
                 JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)

@@ -128,3 +128,13 @@ def test_writers_at_the_same_time_never_lose_each_others_blocks(tmp_path):
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0, 0]
     names = sorted(cluster.name for cluster in read(path))
     assert names == sorted(f"{name}-{index}" for name in ("left", "right", "third") for index in range(40))
+
+
+def test_a_symlinked_address_file_stays_a_symlink_and_its_target_is_updated(tmp_path):
+    target = tmp_path / "shared" / "ray_address"
+    target.parent.mkdir()
+    write([ClusterAddress("a", "http://10.0.0.1:8265")], target)
+    link = tmp_path / ".ray_address"
+    link.symlink_to(target)
+    update([ClusterAddress("b", "http://10.0.0.2:8265")], link)
+    assert link.is_symlink() and [cluster.name for cluster in read(target)] == ["a", "b"]

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -748,3 +749,20 @@ def test_grok_ray_address_refuses_a_bad_address_in_one_line_without_echoing_cred
         ["ray", "--address", "10.0.0.5:8265", "--cluster_name", "two\nlines", "--output", str(output)]
     )
     assert code == 2 and "cannot be written" in capsys.readouterr().err and not output.exists()
+
+
+def test_check_refuses_yaml_aliases_at_once_instead_of_expanding_them(tmp_path, capsys):
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("kind: RayCluster\n" + "\n".join(laughs) + "\n")
+    started = time.monotonic()
+    assert launch_main(["--check", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {bomb}: not valid YAML (line 3: YAML aliases (*a) are not accepted here)"
+    assert time.monotonic() - started < 10
+
+
+def test_a_cluster_host_outside_cluster_configs_is_refused(kubectl, capsys):
+    assert launch("--cluster_host", "../kuberay_crd/..", "--image", "img", "--dry_run") == 2
+    assert "--cluster_host '../kuberay_crd/..': no kuberay.yaml.jinja there" in capsys.readouterr().err

@@ -282,13 +282,29 @@ def test_a_node_address_that_is_not_an_ip_is_refused(tmp_path):
     [
         (["down", "--name", ""], "--name '' is not a valid Kubernetes name"),
         (["--state_dir", "/etc/hostname", "status"], "is a file, not a folder"),
+        (["up", "--node_ip_address", "0.0.0.0"], "--node_ip_address 0.0.0.0: clients cannot reach a cluster there"),
+        (["up", "--output", "/tmp"], "--output /tmp: is a folder, not an address file"),
     ],
 )
-def test_down_and_status_refuse_a_bad_name_or_state_dir_in_one_line(args, message):
+def test_bad_names_state_dirs_node_addresses_and_outputs_are_refused_in_one_line_before_anything_starts(
+    args, message, tmp_path
+):
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), *args], capture_output=True, text=True
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), *(["--state_dir", str(tmp_path / "s")]), *args],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert lc.load_all(tmp_path / "s") == []
+
+
+def test_grok_ray_address_refuses_a_state_dir_that_is_a_file_in_one_line(tmp_path):
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "grok_ray_address.sh"), "--state_dir", "/etc/hostname", "--output", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr == "error: --state_dir /etc/hostname: is a file, not a folder\n"
 
 
 def test_the_cluster_check_pointed_at_a_dead_address_fails_at_once_in_one_line():
@@ -384,3 +400,35 @@ def test_gpus_per_cluster_from_the_command_line_gives_each_cluster_its_own_devic
         refused.stderr
     )
     assert lc.load_all(tmp_path / "state") == []
+
+
+def test_a_record_whose_temp_dir_would_match_anyone_never_gets_a_group_signalled(tmp_path):
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", BYSTANDER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        bystander.stdin.write("ping\n")
+        bystander.stdin.flush()
+        assert bystander.stdout.readline() == "pong\n"
+        state = tmp_path / "state"
+        state.mkdir()
+        record = {"name": "evil", "base_port": 45000, "temp_dir": "", "pgid": bystander.pid}
+        (state / "evil.json").write_text(json.dumps({**record, "num_cpus": None, "num_gpus": None}))
+        down = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state), "down"]
+            + ["--output", str(tmp_path / "ray_address")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert down.returncode == 0 and "damaged local-cluster record skipped" in down.stderr, down.stderr
+        bystander.stdin.write("ping\n")
+        bystander.stdin.flush()
+        assert bystander.stdout.readline() == "pong\n", "a group that is not ours was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -344,3 +344,25 @@ def test_secrets_beside_the_scripts_are_not_uploaded_with_the_job(addresses, tmp
     assert not any(
         secret in line for line in listings for secret in (".env", "id_rsa", "kubeconfig", "credentials", ".key")
     )
+
+
+def test_a_silent_cluster_listed_first_does_not_delay_the_live_clusters_job(clusters):
+    from ray_workflow.multicluster import MultiClusterSubmitter, RunStatus, SubmitOptions
+
+    tag = fresh("prompt")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        addresses = [
+            ClusterAddress("silent", f"http://127.0.0.1:{silent.getsockname()[1]}"),
+            ClusterAddress(clusters[0].name, clusters[0].dashboard_url),
+        ]
+        launched = time.time()
+        runs = MultiClusterSubmitter(SubmitOptions(connect_timeout_s=30)).run(
+            assign(["tests/job_probe.py --tag silent-one", f"tests/job_probe.py --tag {tag}"], addresses, False)
+        )
+    assert sorted(run.status for run in runs) == sorted([RunStatus.UNREACHABLE, RunStatus.SUCCEEDED])
+    client = JobSubmissionClient(clusters[0].dashboard_url, headers=auth.http_headers(clusters[0].dashboard_url))
+    (job,) = [job for job in client.list_jobs() if job.entrypoint.endswith(f"--tag {tag}")]
+    # The live cluster's job started before the silent cluster's 30 s were up (the cluster's own clock says when).
+    assert job.start_time / 1000 - launched < 30, f"started {job.start_time / 1000 - launched:.1f} s after launch"
