@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 import time
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,12 @@ class TunerSettings:
         names = {f.name for f in fields(cls)}
         if unknown := set(sweep.defaults) - names:
             raise SweepConfigError(f"Sweep {sweep.name!r}: unknown defaults {sorted(unknown)}; valid: {sorted(names)}")
+        hints = typing.get_type_hints(cls)
+        for key, value in sweep.defaults.items():
+            allowed = typing.get_args(hints[key]) or (hints[key],)
+            if not any(_is_a(value, kind) for kind in allowed):
+                expected = " or ".join("None" if kind is type(None) else kind.__name__ for kind in allowed)
+                raise SweepConfigError(f"Sweep {sweep.name!r}: defaults[{key!r}] is {value!r}; expected {expected}")
         values = {**sweep.defaults, **given}
         if values.get("scheduler") == "pbt" and "searcher" not in given:
             values["searcher"] = "random"
@@ -101,6 +108,15 @@ class TunerSettings:
             raise SweepConfigError(
                 f"--name {self.name!r}: an experiment's name is one folder name under --storage_path"
             )
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """``isinstance``, but a bool is no number and a whole number is a float, as in a config file people write."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:

@@ -134,6 +134,21 @@ def test_unknown_sweep_default_is_refused():
 
 
 @pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"num_samples": "8"}, "defaults['num_samples'] is '8'; expected int"),
+        ({"cpus_per_trial": True}, "defaults['cpus_per_trial'] is True; expected float"),
+        ({"seed": 1.5}, "defaults['seed'] is 1.5; expected int or None"),
+    ],
+)
+def test_a_sweep_default_of_the_wrong_type_is_named(defaults, message):
+    args = build_parser(with_config_flags=False).parse_args([])
+    with pytest.raises(SweepConfigError, match=re.escape(message)):
+        settings_from(args, sweep(defaults=defaults))
+    assert settings_from(args, sweep(defaults={"cpus_per_trial": 2, "seed": None})).cpus_per_trial == 2
+
+
+@pytest.mark.parametrize(
     ("settings", "message"),
     [
         (TunerSettings(num_samples=0), "--num_samples 0"),
