@@ -193,13 +193,53 @@ def start(
         raise LocalClusterInputError(f"--base_port {base_port}: must be between 1024 and {65535 - PORT_BLOCK}")
     if _state_path(state_dir, name).exists():
         raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; stop it first")
-    if base_port is None:
-        base_port = free_base_port(taken={c.base_port for c in load_all(state_dir)})
-    elif busy := ports_in_use(base_port):
-        raise LocalClusterError(
-            f"cluster {name!r}: port {busy[0]} is already in use (ports {base_port}-{base_port + PORT_BLOCK - 1} "
-            "are needed); choose another --base_port"
-        )
+    settings = _NodeSettings(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        cuda_visible_devices=cuda_visible_devices,
+        head_address=head_address,
+        token_auth=token_auth,
+        own_token=own_token,
+        node_ip=node_ip,
+    )
+    if base_port is not None:
+        if busy := ports_in_use(base_port):
+            raise LocalClusterError(
+                f"cluster {name!r}: port {busy[0]} is already in use (ports {base_port}-{base_port + PORT_BLOCK - 1} "
+                "are needed); choose another --base_port"
+            )
+        return _start_on(name, base_port, settings, state_dir, timeout_s)
+    # A free block can be taken by another program between the check and `ray start`: then the next one is tried.
+    taken = {c.base_port for c in load_all(state_dir)}
+    attempts = 1
+    while True:
+        base_port = free_base_port(taken=taken)
+        try:
+            return _start_on(name, base_port, settings, state_dir, timeout_s)
+        except PortTaken as error:
+            if attempts == 3:
+                raise LocalClusterError(f"cluster {name!r}: {error}, three times") from None
+            logger.warning("cluster %r: %s; trying the next free ports", name, error)
+            taken.add(base_port)
+            attempts += 1
+
+
+class PortTaken(LocalClusterError):
+    """``ray start`` found a port of its block taken after we had checked it was free."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NodeSettings:
+    num_cpus: int | None
+    num_gpus: int | None
+    cuda_visible_devices: str | None
+    head_address: str | None
+    token_auth: bool
+    own_token: bool
+    node_ip: str
+
+
+def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Path, timeout_s: float) -> LocalCluster:
     # Ray's socket paths must stay short, so temp dirs live directly under the system temp dir.
     temp_dir = tempfile.mkdtemp(prefix=f"ray_{name[:12]}_")
     (Path(temp_dir) / LOCAL_OWNER_FILE).write_text(name)
@@ -208,16 +248,17 @@ def start(
         base_port=base_port,
         temp_dir=temp_dir,
         pgid=0,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        head_address=head_address,
-        node_ip=node_ip,
+        num_cpus=settings.num_cpus,
+        num_gpus=settings.num_gpus,
+        head_address=settings.head_address,
+        node_ip=settings.node_ip,
     )
+    head_address = settings.head_address
     try:
-        if token_auth and head_address is None:
-            token = auth.new_token() if own_token else auth.user_token().value
+        if settings.token_auth and head_address is None:
+            token = auth.new_token() if settings.own_token else auth.user_token().value
             cluster.token_file = str(auth.save_token([cluster.gcs_address, cluster.dashboard_url], token))
-        elif token_auth:
+        elif settings.token_auth:
             cluster.token_file = str(auth.token_path(head_address))
     except (auth.TokenError, OSError):
         _remove_temp_dir(cluster)
@@ -225,7 +266,7 @@ def start(
     try:
         process = subprocess.Popen(
             start_command(cluster),
-            env=start_environment(cluster, cuda_visible_devices),
+            env=start_environment(cluster, settings.cuda_visible_devices),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -239,7 +280,10 @@ def start(
     if process.returncode != 0:
         end_process_group(cluster.pgid)
         _forget(cluster)
-        last = output.decode(errors="replace").strip().splitlines()[-5:]
+        text = output.decode(errors="replace")
+        if "already in use" in text or "Failed to start the grpc server" in text:
+            raise PortTaken(f"a port of {base_port}-{base_port + PORT_BLOCK - 1} was taken before Ray could bind it")
+        last = text.strip().splitlines()[-5:]
         raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
     atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
     if head_address is not None:

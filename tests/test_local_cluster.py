@@ -432,3 +432,30 @@ def test_a_record_whose_temp_dir_would_match_anyone_never_gets_a_group_signalled
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_next_free_block(tmp_path, monkeypatch):
+    from ray_workflow import ray_ports
+
+    holder = socket.socket()
+    checked = []
+    real_check = lc.ports_in_use
+
+    def another_program_takes_it_right_after_the_check(block: int) -> list[int]:
+        if not checked:  # the first block we find free is taken by someone else before `ray start` binds it
+            holder.bind(("0.0.0.0", block + ray_ports.offset("gcs")))
+            holder.listen()
+            checked.append(block)
+            return []
+        return real_check(block)
+
+    monkeypatch.setattr(lc, "ports_in_use", another_program_takes_it_right_after_the_check)
+    try:
+        cluster = lc.start("raced", num_cpus=1, state_dir=tmp_path)
+        try:
+            assert checked and cluster.base_port != checked[0]
+            run_job(cluster, "python -c 'print(1)'")
+        finally:
+            lc.stop(cluster, tmp_path)
+    finally:
+        holder.close()
