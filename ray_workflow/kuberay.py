@@ -30,7 +30,11 @@ TOKEN_SECRET_KEY = "auth_token"  # the key KubeRay reads the token of an authOpt
 
 def default_auth_secret() -> str:
     """The user's token Secret: one per user, so the users of a shared namespace keep their own tokens."""
-    user = re.sub(r"[^a-z0-9-]+", "-", getpass.getuser().lower()).strip("-") or "user"
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a name
+        login = "user"
+    user = re.sub(r"[^a-z0-9-]+", "-", login.lower()).strip("-") or "user"
     return f"isaaclab-ray-token-{user}"[:63].rstrip("-")
 
 
