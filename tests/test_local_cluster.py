@@ -79,34 +79,43 @@ BYSTANDER = (
 )
 
 
+class Bystander:
+    """A process group that is not ours. ``untouched()`` asks it whether it was signalled: a signal sent before
+    the ping is handled before the ping is read, so no waiting on luck."""
+
+    def __enter__(self) -> "Bystander":
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BYSTANDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.untouched()  # its SIGTERM handler is in place
+        return self
+
+    def untouched(self) -> bool:
+        self.process.stdin.write("ping\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline() == "pong\n"
+
+    def __exit__(self, *_) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
-    bystander = subprocess.Popen(
-        [sys.executable, "-c", BYSTANDER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        bystander.stdin.write("ping\n")
-        bystander.stdin.flush()
-        assert bystander.stdout.readline() == "pong\n"  # its SIGTERM handler is in place
+    with Bystander() as bystander:
         stale = lc.LocalCluster(
             name="stale",
             base_port=45000,
             temp_dir=str(tmp_path / "gone"),
-            pgid=bystander.pid,
+            pgid=bystander.process.pid,
             num_cpus=None,
             num_gpus=None,
         )
         assert lc.stop(stale, tmp_path) is False
-        # A signal sent before this ping is handled before the ping is read: no waiting on luck.
-        bystander.stdin.write("ping\n")
-        bystander.stdin.flush()
-        assert bystander.stdout.readline() == "pong\n", "an unrelated process group was signalled"
-    finally:
-        bystander.kill()
-        bystander.wait()
+        assert bystander.untouched(), "an unrelated process group was signalled"
 
 
 def test_cli_up_status_down(tmp_path):
@@ -403,20 +412,10 @@ def test_gpus_per_cluster_from_the_command_line_gives_each_cluster_its_own_devic
 
 
 def test_a_record_whose_temp_dir_would_match_anyone_never_gets_a_group_signalled(tmp_path):
-    bystander = subprocess.Popen(
-        [sys.executable, "-c", BYSTANDER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        bystander.stdin.write("ping\n")
-        bystander.stdin.flush()
-        assert bystander.stdout.readline() == "pong\n"
+    with Bystander() as bystander:
         state = tmp_path / "state"
         state.mkdir()
-        record = {"name": "evil", "base_port": 45000, "temp_dir": "", "pgid": bystander.pid}
+        record = {"name": "evil", "base_port": 45000, "temp_dir": "", "pgid": bystander.process.pid}
         (state / "evil.json").write_text(json.dumps({**record, "num_cpus": None, "num_gpus": None}))
         down = subprocess.run(
             [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state), "down"]
@@ -426,12 +425,7 @@ def test_a_record_whose_temp_dir_would_match_anyone_never_gets_a_group_signalled
             timeout=60,
         )
         assert down.returncode == 0 and "damaged local-cluster record skipped" in down.stderr, down.stderr
-        bystander.stdin.write("ping\n")
-        bystander.stdin.flush()
-        assert bystander.stdout.readline() == "pong\n", "a group that is not ours was signalled"
-    finally:
-        bystander.kill()
-        bystander.wait()
+        assert bystander.untouched(), "a group that is not ours was signalled"
 
 
 def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_next_free_block(tmp_path, monkeypatch):
