@@ -436,12 +436,12 @@ def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_n
     real_check = lc.ports_in_use
 
     def another_program_takes_it_right_after_the_check(block: int) -> list[int]:
-        if not checked:  # the first block we find free is taken by someone else before `ray start` binds it
+        busy = real_check(block)
+        if not busy and not checked:  # the first block found free is taken by someone else before `ray start` binds it
             holder.bind(("0.0.0.0", block + ray_ports.offset("gcs")))
             holder.listen()
             checked.append(block)
-            return []
-        return real_check(block)
+        return busy
 
     monkeypatch.setattr(lc, "ports_in_use", another_program_takes_it_right_after_the_check)
     try:
