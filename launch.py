@@ -247,8 +247,7 @@ def kuberay_main(args: argparse.Namespace) -> int:
     kubectl = Kubectl(args.kubectl_context)
     if args.down:
         deleted = down(args.name, args.namespace, kubectl)
-        if deleted and args.address_file.exists():
-            address_file.update([], args.address_file, remove=deleted)
+        address_file.drop(deleted, args.address_file)
         print(
             f"deleted RayCluster {', '.join(deleted)}"
             if deleted
@@ -331,8 +330,7 @@ def slurm_main(args: argparse.Namespace) -> int:
         return 0
     if args.down:
         cancelled = slurm.cancel(args.name, args.state_dir)
-        if cancelled and args.address_file.exists():
-            address_file.update([], args.address_file, remove=[job.name for job in cancelled])
+        address_file.drop([job.name for job in cancelled], args.address_file)
         print(
             f"cancelled {', '.join(f'{job.name} (job {job.job_id})' for job in cancelled)}"
             if cancelled

@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             lc.stop(cluster, args.state_dir)
         print(f"stopped {', '.join(c.name for c in clusters)}")
         if args.output:
-            address_file.update([], args.output, remove=[c.name for c in clusters])
+            address_file.drop([c.name for c in clusters], args.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "down":
             stopped = lc.stop_matching(args.name, args.state_dir)
             print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
-            if stopped and args.output.exists():
-                address_file.update([], args.output, remove=[c.name for c in stopped])
+            address_file.drop([c.name for c in stopped], args.output)
         elif args.verb == "status":
             rows = [
                 [c.name, c.dashboard_url, c.gcs_address, "running" if lc.is_running(c) else "dead", c.temp_dir]

@@ -155,3 +155,10 @@ def update(clusters: list[ClusterAddress], path: Path | str = DEFAULT_PATH, remo
                 continue
             merged.append(replacement(old) or old)
         return write([*merged, *pending], path)
+
+
+def drop(names: Iterable[str], path: Path | str = DEFAULT_PATH) -> None:
+    """Drop the blocks of the clusters ``names`` (stopped or deleted) from the file, if there is one."""
+    names = list(names)
+    if names and Path(path).expanduser().exists():
+        update([], path, remove=names)

@@ -38,10 +38,6 @@ class TokenError(ValueError):
     """A token file that cannot hold a token (a folder, empty, unreadable); the message names the file."""
 
 
-class TokenRefused(RuntimeError):
-    """A cluster that refused the token we sent, or wanted one we do not have; the message names both."""
-
-
 @dataclass(frozen=True)
 class Token:
     """A token and where it was found, for messages: a file's path or the variable's name. ``repr`` hides it."""
@@ -95,7 +91,8 @@ def user_token() -> Token:
     the one that finds it already there reads it.
     """
     path = user_token_path()
-    if read_token_file(path) is None:
+    value = read_token_file(path)
+    if value is None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         try:
@@ -107,8 +104,8 @@ def user_token() -> Token:
             pass
         finally:
             os.unlink(temp)
-    value = read_token_file(path)
-    assert value is not None
+        value = read_token_file(path)
+        assert value is not None
     if os.environ.get(TOKEN_VARIABLE, value).strip() != value:
         logger.warning(
             "%s in this shell is not your token in %s: Ray's CLI sends the variable, which these clusters refuse",

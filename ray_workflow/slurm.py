@@ -293,13 +293,15 @@ def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> lis
                 _run(["sbatch", "--test-only", str(files.script)], f"cluster {spec.name!r} cannot be scheduled")
             except SlurmError as error:
                 raise SlurmInputError(str(error)) from None
+        # The user's token is read (or made) once, after sbatch has accepted every script and before the first job.
+        user_token = auth.user_token().value if any(s.token_auth and not s.own_token for s in specs) else None
         for spec, _ in scripts:
             files = ClusterFiles(state_dir=state_dir, name=spec.name)
             files.head.unlink(missing_ok=True)
             if spec.token_auth:
                 files.token.touch(mode=0o600, exist_ok=True)
                 files.token.chmod(0o600)
-                atomic_write_text(files.token, auth.new_token() if spec.own_token else auth.user_token().value)
+                atomic_write_text(files.token, auth.new_token() if spec.own_token else user_token)
             job_id = _run(["sbatch", "--parsable", str(files.script)], f"submitting cluster {spec.name!r}")
             job = SlurmJob(job_id=job_id.strip().split(";")[0], name=spec.name, state="PENDING")
             submitted.append(job)
