@@ -28,7 +28,8 @@ from ray_workflow import address_file, auth, crd_schema, log_progress_to, slurm 
 from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
 from ray_workflow.crd_schema import CrdError  # noqa: E402
-from ray_workflow.kubectl import Kubectl, KubectlError  # noqa: E402
+from ray_workflow.errors import script_main  # noqa: E402
+from ray_workflow.kubectl import Kubectl  # noqa: E402
 from ray_workflow.kuberay import (  # noqa: E402
     apply,
     default_auth_secret,
@@ -46,7 +47,7 @@ from ray_workflow.kuberay_manifest import (  # noqa: E402
     render,
     worker_groups,
 )
-from ray_workflow.names import ClusterNameError, numbered_names  # noqa: E402
+from ray_workflow.names import numbered_names  # noqa: E402
 
 SLURM = "slurm"
 # Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
@@ -70,7 +71,7 @@ SLURM_DEFAULTS = {
     "time": None,
     "gres": None,
     "setup": [],
-    "base_port": slurm.DEFAULT_BASE_PORT,
+    "base_port": None,
     "state_dir": slurm.DEFAULT_STATE_DIR,
     "timeout_s": 600.0,
     "log_dir": slurm.DEFAULT_LOG_DIR,
@@ -169,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     on_slurm.add_argument(
         "--base_port",
         type=positive_int,
-        help="Ray node i of cluster k takes the 200 ports from base_port + 200 * (k * nodes + i) "
-        f"(default {slurm.DEFAULT_BASE_PORT})",
+        help="Ray node i of cluster k takes the 200 ports from base_port + 200 * (k * nodes + i), and the "
+        "cluster fails at once if one is taken on its node (default: each cluster takes the first block free on "
+        f"all its nodes, from {slurm.AUTO_PORTS.start}-{slurm.AUTO_PORTS.stop - 1})",
     )
     on_slurm.add_argument(
         "--state_dir",
@@ -361,29 +363,16 @@ def slurm_main(args: argparse.Namespace) -> int:
     return 0
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
-    try:
-        if args.cluster_token and args.no_auth:
-            raise ManifestError("--cluster_token and --no_auth: a cluster without token auth has no token; choose one")
-        args = with_host_defaults(args)
-        if args.check:
-            return check_file(args.check, args.crd)
-        return slurm_main(args) if args.cluster_host == SLURM else kuberay_main(args)
-    except (
-        ManifestError,
-        CrdError,
-        ClusterNameError,
-        slurm.SlurmInputError,
-        address_file.AddressFileError,
-        auth.TokenError,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (KubectlError, slurm.SlurmError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.cluster_token and args.no_auth:
+        raise ManifestError("--cluster_token and --no_auth: a cluster without token auth has no token; choose one")
+    args = with_host_defaults(args)
+    if args.check:
+        return check_file(args.check, args.crd)
+    return slurm_main(args) if args.cluster_host == SLURM else kuberay_main(args)
 
 
 if __name__ == "__main__":

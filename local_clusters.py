@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ray_workflow import address_file, auth, log_progress_to  # noqa: E402
 from ray_workflow import local_cluster as lc  # noqa: E402
 from ray_workflow.cli_types import non_negative_int, positive_int  # noqa: E402
-from ray_workflow.names import ClusterNameError  # noqa: E402
+from ray_workflow.errors import script_main  # noqa: E402
 
 
 def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> None:
@@ -129,30 +129,24 @@ def _run(args: argparse.Namespace) -> int:
             address_file.drop([c.name for c in clusters], args.output)
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stdout)
     args = build_parser().parse_args(argv)
-    try:
-        if args.verb == "up":
-            _write_addresses(_start(args), args.output)
-        elif args.verb == "down":
-            stopped = lc.stop_matching(args.name, args.state_dir)
-            print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
-            address_file.drop([c.name for c in stopped], args.output)
-        elif args.verb == "status":
-            rows = [
-                [c.name, c.dashboard_url, c.gcs_address, "running" if lc.is_running(c) else "dead", c.temp_dir]
-                for c in lc.load_all(args.state_dir)
-            ]
-            print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
-        else:
-            return _run(args)
-    except (lc.LocalClusterInputError, ClusterNameError, auth.TokenError, address_file.AddressFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except lc.LocalClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.verb == "up":
+        _write_addresses(_start(args), args.output)
+    elif args.verb == "down":
+        stopped = lc.stop_matching(args.name, args.state_dir)
+        print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
+        address_file.drop([c.name for c in stopped], args.output)
+    elif args.verb == "status":
+        rows = [
+            [c.name, c.dashboard_url, c.gcs_address, "running" if lc.is_running(c) else "dead", c.temp_dir]
+            for c in lc.load_all(args.state_dir)
+        ]
+        print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
+    else:
+        return _run(args)
     return 0
 
 

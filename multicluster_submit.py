@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ray_workflow import PROJECT_ROOT, address_file, log_progress_to, slurm  # noqa: E402
 from ray_workflow.cli_types import positive_float  # noqa: E402
+from ray_workflow.errors import script_main  # noqa: E402
 from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign  # noqa: E402
 
 
@@ -72,25 +73,22 @@ def results_table(runs: list) -> str:
     return tabulate(rows, headers=["cluster", "address", "job id", "status", "duration", "job"], tablefmt="github")
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        clusters = address_file.read(args.address_file)
-        options = SubmitOptions(
-            python=args.python,
-            working_dir=args.working_dir.resolve(),
-            env=parse_env(args.env),
-            queue=args.queue,
-            wait=not args.no_wait,
-            connect_timeout_s=args.connect_timeout_s,
-            slurm_state_dir=args.slurm_state_dir,
-        )
-        plan = assign(args.jobs, clusters, args.queue)
-        if not args.working_dir.is_dir():
-            raise SubmissionError(f"--working_dir {args.working_dir}: not a directory")
-    except (address_file.AddressFileError, SubmissionError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    clusters = address_file.read(args.address_file)
+    options = SubmitOptions(
+        python=args.python,
+        working_dir=args.working_dir.resolve(),
+        env=parse_env(args.env),
+        queue=args.queue,
+        wait=not args.no_wait,
+        connect_timeout_s=args.connect_timeout_s,
+        slurm_state_dir=args.slurm_state_dir,
+    )
+    plan = assign(args.jobs, clusters, args.queue)
+    if not args.working_dir.is_dir():
+        raise SubmissionError(f"--working_dir {args.working_dir}: not a directory")
     if plan.idle:
         idle = ", ".join(cluster.name or cluster.dashboard_url for cluster in plan.idle)
         print(f"note: {len(args.jobs)} jobs for {len(clusters)} clusters; no job for {idle}")

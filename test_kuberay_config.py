@@ -17,8 +17,9 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ray_workflow.cli_types import non_negative_float, positive_int  # noqa: E402
-from ray_workflow.cluster_check import ClusterTooSmall, failures, run_check  # noqa: E402
-from ray_workflow.connection import ClusterUnreachable, ConnectionInputError, connect_driver  # noqa: E402
+from ray_workflow.cluster_check import failures, run_check  # noqa: E402
+from ray_workflow.connection import connect_driver  # noqa: E402
+from ray_workflow.errors import script_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,20 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        connect_driver(args.address, "--address", logging_level="WARNING", log_to_driver=False)
-    except (ClusterUnreachable, ConnectionInputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConnectionInputError) else 1
-    try:
-        reports = run_check(
-            args.num_jobs, args.gpus_per_job, args.require_isaaclab, check_capacity_first=not args.wait_for_autoscaling
-        )
-    except ClusterTooSmall as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    connect_driver(args.address, "--address", logging_level="WARNING", log_to_driver=False)
+    reports = run_check(
+        args.num_jobs, args.gpus_per_job, args.require_isaaclab, check_capacity_first=not args.wait_for_autoscaling
+    )
     rows = [
         [
             r.index,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.errors import UserError
 
 DEFAULT_PATH = Path("~/.ray_address").expanduser()
 GCS_PORT, DASHBOARD_PORT = 6379, 8265
@@ -27,7 +28,7 @@ _ADDRESS = re.compile(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?[^\s/@]+@")
 
 
-class AddressFileError(ValueError):
+class AddressFileError(UserError, ValueError):
     """A malformed address file; the message names the file and line."""
 
 

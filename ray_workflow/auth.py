@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ AUTH_VARIABLES = (AUTH_MODE, TOKEN_VARIABLE, TOKEN_PATH_VARIABLE)
 DEFAULT_TOKEN_DIR = Path("~/.cache/isaaclab_ray/tokens").expanduser()
 
 
-class TokenError(ValueError):
+class TokenError(UserError, ValueError):
     """A token file that cannot hold a token (a folder, empty, unreadable); the message names the file."""
 
 
@@ -174,11 +175,15 @@ def refusal(cluster: str, address: str, status: int) -> str:
     return f"{cluster} refused the token from {token.source}: it is not that cluster's token"
 
 
-def cluster_environment(token_file: Path | None) -> dict[str, str]:
-    """The environment of a cluster's processes: token auth on, or off only when asked (``token_file`` None)."""
-    if token_file is None:
+def cluster_environment(token: str | None) -> dict[str, str]:
+    """The environment of a cluster's processes: token auth on, or off only when asked (``token`` None).
+
+    The token itself, as KubeRay gives it to its Ray containers: a running cluster (and the job drivers it
+    starts) then depends on no file that a user may remove or replace.
+    """
+    if token is None:
         return {AUTH_MODE: "disabled"}
-    return {AUTH_MODE: "token", TOKEN_PATH_VARIABLE: str(token_file)}
+    return {AUTH_MODE: "token", TOKEN_VARIABLE: token}
 
 
 def driver_environment(token: Token | None) -> dict[str, str]:

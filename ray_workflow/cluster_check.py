@@ -17,11 +17,13 @@ from typing import Any
 
 import ray
 
+from ray_workflow.errors import WorldError
+
 BASE_PACKAGES = ("ray", "numpy", "torch")
 ISAACLAB_PACKAGES = ("isaaclab", "isaaclab_tasks", "isaacsim")
 
 
-class ClusterTooSmall(RuntimeError):
+class ClusterTooSmall(WorldError, RuntimeError):
     """The cluster can never run the requested tasks at once."""
 
 
@@ -83,14 +85,24 @@ def probe(index: int, packages: tuple[str, ...]) -> TaskReport:
     )
 
 
+def largest_node() -> dict[str, float]:
+    """The most of each resource (CPU, GPU, ...) that one alive node of the connected cluster has."""
+    largest: dict[str, float] = {}
+    for node in ray.nodes():
+        if node["Alive"]:
+            for resource, amount in node["Resources"].items():
+                largest[resource] = max(largest.get(resource, 0.0), amount)
+    return largest
+
+
 def check_capacity(num_jobs: int, gpus_per_job: float) -> None:
     """Refuse at once what the cluster can never hold, instead of waiting forever."""
     needed = num_jobs * gpus_per_job
     total = ray.cluster_resources().get("GPU", 0)
-    largest_node = max((node["Resources"].get("GPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
-    if needed > total or gpus_per_job > largest_node:
+    largest = largest_node().get("GPU", 0)
+    if needed > total or gpus_per_job > largest:
         raise ClusterTooSmall(
-            f"cluster has {total:g} GPUs (at most {largest_node:g} on one node); "
+            f"cluster has {total:g} GPUs (at most {largest:g} on one node); "
             f"{num_jobs} x {gpus_per_job:g} = {needed:g} requested"
         )
 

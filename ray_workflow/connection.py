@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from ray_workflow import auth
+from ray_workflow.errors import UserError, WorldError
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +27,11 @@ def drop_address_overrides() -> None:
         os.environ.pop(name, None)
 
 
-class ConnectionInputError(ValueError):
+class ConnectionInputError(UserError, ValueError):
     """An address that cannot be one (the user's mistake)."""
 
 
-class ClusterUnreachable(RuntimeError):
+class ClusterUnreachable(WorldError, RuntimeError):
     """No Ray cluster answers where the sweep was told to run (or several could be meant)."""
 
 

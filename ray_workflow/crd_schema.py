@@ -21,11 +21,12 @@ import yaml
 from jsonschema import Draft7Validator
 
 from ray_workflow import yaml_input
+from ray_workflow.errors import UserError
 
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
-class CrdError(ValueError):
+class CrdError(UserError, ValueError):
     """A CRD document that cannot be used for validation."""
 
 

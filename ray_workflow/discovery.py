@@ -12,6 +12,7 @@ from typing import Any
 
 from ray_workflow import auth
 from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url, redact
+from ray_workflow.errors import UserError, WorldError
 from ray_workflow.kubectl import Kubectl, KubectlError
 from ray_workflow.kuberay import our_clusters
 from ray_workflow.names import is_member
@@ -22,11 +23,11 @@ HEAD_SELECTOR = "ray.io/node-type=head"
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(?P<port>\d+) ->")
 
 
-class DiscoveryError(RuntimeError):
+class DiscoveryError(WorldError, RuntimeError):
     """Clusters that could not be found or never became ready; the message names them."""
 
 
-class DiscoveryInputError(DiscoveryError, ValueError):
+class DiscoveryInputError(DiscoveryError, UserError, ValueError):
     """Addresses or names the user gave that cannot be written as clusters."""
 
 

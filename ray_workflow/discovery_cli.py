@@ -12,7 +12,6 @@ from ray_workflow import local_cluster as lc
 from ray_workflow.cli_types import positive_float
 from ray_workflow.discovery import (
     DiscoveryError,
-    DiscoveryInputError,
     given_addresses,
     keep_tokens,
     pod_addresses,
@@ -20,8 +19,8 @@ from ray_workflow.discovery import (
     running_local_head,
     wait_for_heads,
 )
-from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.names import ClusterNameError
+from ray_workflow.errors import script_main  # noqa: E402
+from ray_workflow.kubectl import Kubectl
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,17 +105,11 @@ def _ray(args: argparse.Namespace) -> int:
     return 0
 
 
+@script_main
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
-    try:
-        return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)
-    except (DiscoveryInputError, address_file.AddressFileError, ClusterNameError, lc.LocalClusterInputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (DiscoveryError, KubectlError, slurm.SlurmError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from typing import Any
 
+from ray_workflow.errors import WorldError
 
-class KubectlError(RuntimeError):
+
+class KubectlError(WorldError, RuntimeError):
     """kubectl is missing or failed; the message carries kubectl's own words."""
 
 

@@ -17,6 +17,7 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
+from ray_workflow.errors import UserError
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
@@ -24,7 +25,7 @@ TEMPLATE_NAME = "kuberay.yaml.jinja"
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """Cluster settings or a template that cannot produce a valid manifest; the message says which."""
 
 

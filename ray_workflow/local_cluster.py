@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,10 @@ from pathlib import Path
 
 from ray_workflow import auth, ray_ports
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.errors import UserError, WorldError
 from ray_workflow.names import LOCAL_OWNER_FILE, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
-from ray_workflow.ray_ports import PORT_BLOCK, SERVICE_PORTS, WORKER_PORTS
+from ray_workflow.ray_ports import PORT_BLOCK, ports_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ DEFAULT_BASE_PORT = 21000
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
 
 
-class LocalClusterError(RuntimeError):
+class LocalClusterError(WorldError, RuntimeError):
     """A local cluster could not be started or stopped; the message says which and why."""
 
 
-class LocalClusterInputError(LocalClusterError, ValueError):
+class LocalClusterInputError(LocalClusterError, UserError, ValueError):
     """A setting the user gave that no cluster can be started with (name, ports, GPU split)."""
 
 
@@ -67,20 +67,6 @@ class LocalCluster:
     @property
     def dashboard_url(self) -> str:
         return f"http://{self.node_ip}:{self.port('dashboard')}"
-
-
-def ports_in_use(base_port: int) -> list[int]:
-    """The ports of a block that something on this machine already holds."""
-    busy = []
-    for port in [base_port + offset for offset in range(len(SERVICE_PORTS))] + [
-        base_port + offset for offset in WORKER_PORTS
-    ]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                busy.append(port)
-    return busy
 
 
 def free_base_port(start: int = DEFAULT_BASE_PORT, taken: set[int] | None = None) -> int:
@@ -123,10 +109,19 @@ def start_command(cluster: LocalCluster) -> list[str]:
     return command
 
 
+def _token_of(cluster: LocalCluster) -> str | None:
+    if not cluster.token_file:
+        return None
+    token = auth.read_token_file(Path(cluster.token_file))
+    if token is None:
+        raise LocalClusterError(f"cluster {cluster.name}: its token file {cluster.token_file} is gone")
+    return token
+
+
 def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = None) -> dict[str, str]:
     env = {
         **{key: value for key, value in os.environ.items() if key not in auth.AUTH_VARIABLES},
-        **auth.cluster_environment(Path(cluster.token_file) if cluster.token_file else None),
+        **auth.cluster_environment(_token_of(cluster)),
         "RAY_USAGE_STATS_ENABLED": "0",
         **ray_ports.metric_environment(cluster.base_port),
     }

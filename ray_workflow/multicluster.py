@@ -28,6 +28,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth, slurm
 from ray_workflow.address_file import ClusterAddress, redact
 from ray_workflow.connection import drop_address_overrides
+from ray_workflow.errors import UserError
 
 logger = logging.getLogger(__name__)
 STATUS_POLL_S = 0.25
@@ -59,7 +60,7 @@ class RunStatus(str, Enum):
         return self.value
 
 
-class SubmissionError(ValueError):
+class SubmissionError(UserError, ValueError):
     """Jobs and clusters that cannot be paired; the message says why."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from ray_workflow.errors import UserError
+
 # Our mark on what we create: a label on RayClusters, the comment of SLURM jobs, a file in local temp dirs.
 OWNER = "isaaclab-ray-workflow"
 KUBERAY_OWNER_LABEL = "app.kubernetes.io/managed-by"
@@ -22,7 +24,7 @@ MAX_NAME_LENGTH = 63 - len("-head-svc")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-class ClusterNameError(ValueError):
+class ClusterNameError(UserError, ValueError):
     """A cluster name that breaks the rule; the message names the flag, the value and the rule."""
 
 

@@ -8,6 +8,8 @@ SLURM clusters both give each node its own block, so one rule serves both.
 
 from __future__ import annotations
 
+import socket
+
 PORT_BLOCK = 200  # ports reserved for one node: 11 service ports, then 100 worker ports
 WORKER_PORTS = range(100, 200)
 SERVICE_PORTS = (
@@ -25,6 +27,8 @@ SERVICE_PORTS = (
 )
 # `ray start` flags that take one of a node's ports: the head's own, then every node's.
 HEAD_PORT_FLAGS = {"--port": "gcs", "--dashboard-port": "dashboard", "--ray-client-server-port": "client_server"}
+# The two metric ports Ray reads from the environment instead of flags.
+METRIC_VARIABLES = (("AUTOSCALER_METRIC_PORT", "autoscaler_metric"), ("DASHBOARD_METRIC_PORT", "dashboard_metric"))
 NODE_PORT_FLAGS = {
     "--dashboard-agent-listen-port": "dashboard_agent_listen",
     "--dashboard-agent-grpc-port": "dashboard_agent_grpc",
@@ -54,8 +58,22 @@ def start_flags(base_port: int, head: bool) -> list[str]:
 
 
 def metric_environment(base_port: int) -> dict[str, str]:
-    """The two metric ports Ray reads from the environment instead of flags."""
-    return {
-        "AUTOSCALER_METRIC_PORT": str(base_port + offset("autoscaler_metric")),
-        "DASHBOARD_METRIC_PORT": str(base_port + offset("dashboard_metric")),
-    }
+    return {variable: str(base_port + offset(service)) for variable, service in METRIC_VARIABLES}
+
+
+def ports_in_use(base_port: int) -> list[int]:
+    """The ports of the block at ``base_port`` that something on this machine already holds.
+
+    Runs on SLURM's compute nodes too (the batch script checks each node's block before Ray starts),
+    so it needs nothing beyond Python's standard library.
+    """
+    busy = []
+    for port in [base_port + offset for offset in range(len(SERVICE_PORTS))] + [
+        base_port + offset for offset in WORKER_PORTS
+    ]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                busy.append(port)
+    return busy

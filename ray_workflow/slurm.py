@@ -2,9 +2,13 @@
 
 A cluster is one job named after the cluster whose comment holds our marker, so ``squeue``
 shows users what it is and ``cancel`` never touches a job that is not ours. The batch script
-(``cluster_configs/slurm/ray_cluster.sbatch.jinja``) starts the Ray head and workers with
-``srun``; Ray node ``i`` of a cluster takes ports ``base_port + PORT_BLOCK * i`` onwards
-(``ray_ports``), so an admin knows which ports to open. The cluster's token, its script, its
+(``cluster_configs/slurm/ray_cluster.sbatch.jinja``) runs the setup lines and starts a Ray node on
+each node with ``srun``; Ray node ``i`` of a cluster takes ports ``base_port + PORT_BLOCK * i`` onwards
+(``ray_ports``). Nodes are shared, so the script first checks those ports on every node: a cluster
+with ``--base_port`` fails at once naming the port and node that are taken, one without takes the
+first block that is free everywhere, starting from one chosen by its job id. Every Ray node carries
+the label ``JOB_LABEL=<job id>``, so readiness counts our own nodes, never another cluster's that
+answers at the same address. The cluster's token, its script, its
 record and its head's address live in ``state_dir``, which the compute nodes must share with
 the machine that launches (home directories usually are shared). The token is the user's Ray
 token (``auth.user_token``), copied there so that nodes read it from a file of the cluster's own,
@@ -31,6 +35,7 @@ import jinja2
 from ray_workflow import PROJECT_ROOT, auth, ray_ports
 from ray_workflow.address_file import ClusterAddress
 from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.errors import UserError, WorldError
 from ray_workflow.names import SLURM_OWNER_COMMENT, check_cluster_name, is_member, numbered_names
 
 logger = logging.getLogger(__name__)
@@ -38,7 +43,9 @@ logger = logging.getLogger(__name__)
 TEMPLATE = PROJECT_ROOT / "cluster_configs" / "slurm" / "ray_cluster.sbatch.jinja"
 MARKER = SLURM_OWNER_COMMENT  # the job comment that marks a job as one of our clusters
 DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/slurm").expanduser()
-DEFAULT_BASE_PORT = 23000
+AUTO_PORTS = range(20000, 32000)  # above Ray's default ports, below Linux's ephemeral ones
+AUTO_PORT_TRIES = 8
+JOB_LABEL = "isaaclab-ray/slurm-job"
 DEFAULT_LOG_DIR = PROJECT_ROOT / "logs" / "slurm"  # ignored by git, left out of job uploads
 HEAD_WAIT_S = 300  # how long the batch script waits for the head before giving up
 PROGRESS_EVERY_S = 30.0  # a long wait in the queue says so at this pace
@@ -48,11 +55,11 @@ _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$|^(UNLIMITED|INFINITE)
 _GRES = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*(,[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*)*$")
 
 
-class SlurmError(RuntimeError):
+class SlurmError(WorldError, RuntimeError):
     """SLURM refused, or a cluster's job ended or never became ready; the message names the cluster and job."""
 
 
-class SlurmInputError(SlurmError, ValueError):
+class SlurmInputError(SlurmError, UserError, ValueError):
     """A setting that no SLURM cluster can be started with; the message names the flag and the value."""
 
 
@@ -70,7 +77,7 @@ class SlurmClusterSpec:
     account: str | None = None
     time_limit: str | None = None
     setup: tuple[str, ...] = ()
-    base_port: int = DEFAULT_BASE_PORT
+    base_port: int | None = None  # None: the batch script finds a block free on every node
     token_auth: bool = True
     own_token: bool = False
     storage_uri: str | None = None
@@ -93,6 +100,13 @@ class SlurmClusterSpec:
         for line in self.setup:
             if "\n" in line or "\r" in line or not line.strip():
                 raise SlurmInputError(f"--setup {line!r}: give one non-empty shell line per --setup")
+        if self.base_port is None:
+            if ray_ports.PORT_BLOCK * self.num_nodes > len(AUTO_PORTS):
+                raise SlurmInputError(
+                    f"--max_workers {self.num_workers}: {self.num_nodes} nodes need more ports than "
+                    f"{AUTO_PORTS.start}-{AUTO_PORTS.stop - 1} holds; give --base_port"
+                )
+            return
         last_port = self.base_port + ray_ports.PORT_BLOCK * self.num_nodes - 1
         if not 1024 <= self.base_port or last_port > 65535:
             raise SlurmInputError(
@@ -122,8 +136,11 @@ def _is_whole(value: float) -> bool:
 
 
 def specs_for(base: SlurmClusterSpec, count: int) -> list[SlurmClusterSpec]:
-    """``count`` clusters like ``base``: ``name-1`` .. ``name-N``, each on its own ports after the previous one's."""
+    """``count`` clusters like ``base``: ``name-1`` .. ``name-N``; with a ``base_port``, each on its own ports
+    after the previous one's."""
     names = numbered_names(base.name, count)
+    if base.base_port is None:
+        return [dataclasses.replace(base, name=name) for name in names]
     stride = ray_ports.PORT_BLOCK * base.num_nodes
     return [
         dataclasses.replace(base, name=name, base_port=base.base_port + index * stride)
@@ -157,8 +174,12 @@ class ClusterFiles:
     def head(self) -> Path:
         return self.path("head")
 
+    @property
+    def failure(self) -> Path:
+        return self.path("failure")
+
     def remove(self) -> None:
-        for path in (self.record, self.script, self.token, self.head):
+        for path in (self.record, self.script, self.token, self.head, self.failure):
             path.unlink(missing_ok=True)
 
 
@@ -180,26 +201,44 @@ def render(spec: SlurmClusterSpec, state_dir: Path, log_dir: Path) -> str:
         partition=spec.partition,
         account=spec.account,
         time_limit=spec.time_limit,
-        log_file=str(log_dir.resolve() / "%x-%j.out"),
+        log_file=_sbatch_value(log_dir.resolve() / "%x-%j.out"),
         python_bin=str(Path(sys.executable).parent),
         setup=spec.setup,
         node_environment=node_environment(spec, files),
         unset_environment=[*auth.AUTH_VARIABLES, "RAY_ADDRESS"],
         base_port=spec.base_port,
+        port_range=AUTO_PORTS,
+        port_tries=AUTO_PORT_TRIES,
         port_block=ray_ports.PORT_BLOCK,
+        job_label=JOB_LABEL,
         head_file=str(files.head),
+        failure_file=str(files.failure),
+        project_root=str(PROJECT_ROOT),
         head_port_flags=[(flag, ray_ports.offset(service)) for flag, service in ray_ports.HEAD_PORT_FLAGS.items()],
         node_port_flags=ray_ports.flag_offsets(head=False),
-        head_metric_environment=ray_ports.metric_environment(spec.base_port),
+        head_metric_offsets=[(variable, ray_ports.offset(service)) for variable, service in ray_ports.METRIC_VARIABLES],
         gcs_offset=ray_ports.offset("gcs"),
         head_wait_s=HEAD_WAIT_S,
     )
 
 
+def _sbatch_value(path: Path) -> str:
+    """A path as an ``#SBATCH`` line reads it: sbatch splits at spaces unless the value is in double quotes."""
+    text = str(path)
+    if '"' in text or "\n" in text:
+        raise SlurmInputError(f"--log_dir {path.parent}: sbatch cannot take a path with a double quote or newline")
+    return f'"{text}"' if any(character.isspace() for character in text) else text
+
+
 def node_environment(spec: SlurmClusterSpec, files: ClusterFiles) -> dict[str, str]:
     """What every Ray node of the cluster runs with."""
     return {
-        **auth.cluster_environment(files.token if spec.token_auth else None),
+        # The token's file, never the token, goes into the script; each node reads it into RAY_AUTH_TOKEN at start.
+        **(
+            {auth.AUTH_MODE: "token", auth.TOKEN_PATH_VARIABLE: str(files.token)}
+            if spec.token_auth
+            else auth.cluster_environment(None)
+        ),
         "RAY_USAGE_STATS_ENABLED": "0",
         # The whole cluster goes at once, so a node has no one to drain its work to: stop at SIGTERM.
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
@@ -298,6 +337,7 @@ def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> lis
         for spec, _ in scripts:
             files = ClusterFiles(state_dir=state_dir, name=spec.name)
             files.head.unlink(missing_ok=True)
+            files.failure.unlink(missing_ok=True)
             if spec.token_auth:
                 files.token.touch(mode=0o600, exist_ok=True)
                 files.token.chmod(0o600)
@@ -329,29 +369,36 @@ def _addresses(head_ip: str, base_port: int) -> list[str]:
     ]
 
 
-def _alive_nodes(dashboard: str, token: str | None) -> int:
+def _alive_nodes(dashboard: str, token: str | None, job_id: str) -> int:
+    """The alive Ray nodes at ``dashboard`` that job ``job_id`` started (another cluster's count for nothing)."""
     request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=10000", headers=auth.bearer_headers(token))
     with urllib.request.urlopen(request, timeout=5) as response:
         nodes = json.load(response)["data"]["result"]["result"]
-    return sum(node.get("state") == "ALIVE" for node in nodes)
+    return sum(node.get("state") == "ALIVE" and (node.get("labels") or {}).get(JOB_LABEL) == job_id for node in nodes)
+
+
+def _head(files: ClusterFiles) -> tuple[str, str, int] | None:
+    """The job id, head IP and base port the batch script wrote once its head answered."""
+    try:
+        job_id, head_ip, base_port = files.head.read_text().split()
+        return job_id, head_ip, int(base_port)
+    except (OSError, ValueError):
+        return None
 
 
 def _ready_address(job: SlurmJob, state_dir: Path) -> ClusterAddress | None:
     """The cluster's address once its head answers with every node alive; its token is kept for our clients."""
     files = ClusterFiles(state_dir=state_dir, name=job.name)
     record = _record(files)
-    try:
-        job_id, head_ip = files.head.read_text().split()
-    except (OSError, ValueError):
-        return None
-    if record is None or job_id != job.job_id or record["job_id"] != job.job_id:
+    head = _head(files)
+    if record is None or head is None or head[0] != job.job_id or record["job_id"] != job.job_id:
         return None
     spec = record["spec"]
-    addresses = _addresses(head_ip, int(spec["base_port"]))
+    addresses = _addresses(head[1], head[2])
     dashboard = addresses[1]
     try:
         token = files.token.read_text().strip() if spec["token_auth"] else None
-        alive = _alive_nodes(dashboard, token)
+        alive = _alive_nodes(dashboard, token, job.job_id)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if alive < 1 + int(spec["num_workers"]):
@@ -383,10 +430,17 @@ def why_cluster_ended(name: str | None, state_dir: Path, settle_s: float = 30.0)
 
 
 def ended_message(job: SlurmJob, state_dir: Path) -> str:
+    """Why a cluster's job ended, in one line: SLURM's state, the batch script's first failure, the log file."""
     ended = job_state(job.job_id, job.name)
-    record = _record(ClusterFiles(state_dir=state_dir, name=job.name)) or {}
+    files = ClusterFiles(state_dir=state_dir, name=job.name)
+    record = _record(files) or {}
     why = "its time limit was reached" if ended.state == "TIMEOUT" else f"reason {ended.reason or 'none given'}"
-    return f"cluster {job.name}: SLURM job {job.job_id} ended {ended.state} ({why}); log: {record.get('log', '?')}"
+    try:
+        failure = f": {files.failure.read_text().strip()}"
+    except OSError:
+        failure = ""
+    log = record.get("log", "?")
+    return f"cluster {job.name}: SLURM job {job.job_id} ended {ended.state} ({why}){failure}; log: {log}"
 
 
 def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: float = 2.0) -> list[ClusterAddress]:
@@ -474,10 +528,8 @@ def withdraw(
             time.sleep(1.0)
     for cluster in [job.name for job in jobs] if names is None else names:
         files = ClusterFiles(state_dir=state_dir, name=cluster)
-        record = _record(files)
-        head = files.head.read_text().split() if files.head.exists() else []
-        if record is not None and len(head) == 2:
-            auth.forget_token(_addresses(head[1], int(record["spec"]["base_port"])))
+        if head := _head(files):
+            auth.forget_token(_addresses(head[1], head[2]))
         files.remove()
 
 

@@ -7,6 +7,7 @@ domains (``tune.loguniform``, ``tune.choice``, ...). It defines ``SWEEP = Sweep(
 from __future__ import annotations
 
 import importlib.util
+import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,13 @@ from typing import Any, Literal
 
 from ray import tune
 
+from ray_workflow.errors import UserError
 from ray_workflow.training_command import TrainingJob
 
 Mode = Literal["max", "min"]
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserError, ValueError):
     """A sweep config that cannot be used; the message says where and why."""
 
 
@@ -55,6 +57,20 @@ class Sweep:
 
     def tunable_keys(self) -> list[str]:
         return [key for key, value in self.search_space.items() if _is_searched(value)]
+
+
+def environment_int(name: str, default: int, minimum: int = 1) -> int:
+    """A whole-number setting of a sweep config taken from the environment (``CARTPOLE_MAX_ITERATIONS``)."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SweepConfigError(f"environment variable {name}={text!r}: expected a whole number") from None
+    if value < minimum:
+        raise SweepConfigError(f"environment variable {name}={text!r}: must be at least {minimum}")
+    return value
 
 
 def _is_searched(value: Any) -> bool:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from ray_workflow import log_progress_to
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
-from ray_workflow.connection import ClusterUnreachable
-from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
+from ray_workflow.errors import report_module_errors, script_main
+from ray_workflow.sweep import Sweep, load_sweep
 from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
+
+report_module_errors()  # every sweep config imports this module before it reads its settings
 
 
 def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
@@ -66,6 +68,12 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
         "--retry_errored", action="store_true", default=None, help="with --resume: rerun errored trials"
     )
     parser.add_argument(
+        "--wait_for_autoscaling",
+        action="store_true",
+        default=None,
+        help="let trials wait for nodes the cluster has yet to add (default: refuse a trial no node can hold)",
+    )
+    parser.add_argument(
         "--mlflow_uri", help="log every trial to MLflow, e.g. sqlite:///mlflow.db or http://mlflow:5000"
     )
     return parser
@@ -77,20 +85,14 @@ def settings_from(args: argparse.Namespace, sweep: Sweep) -> TunerSettings:
     return TunerSettings.layered(sweep, given)
 
 
+@script_main
 def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> int:
     parser = build_parser(with_config_flags=sweep is None)
     args = parser.parse_args(argv)
     log_progress_to(sys.stdout)
-    try:
-        if sweep is None:
-            sweep = load_sweep(args.cfg_file, args.cfg_name)
-        report = run_sweep(sweep, settings_from(args, sweep))
-    except SweepConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ClusterUnreachable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if sweep is None:
+        sweep = load_sweep(args.cfg_file, args.cfg_name)
+    report = run_sweep(sweep, settings_from(args, sweep))
     print()
     print(report.table)
     print()

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from ray_workflow.errors import WorldError
 from ray_workflow.tensorboard_metrics import ScalarReader, event_files
 from ray_workflow.training_command import TrainingJob, TrainingProcess, WarmCacheLock
 
@@ -45,7 +46,7 @@ def trial_number(trial_id: str) -> int:
         return 0
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(WorldError, RuntimeError):
     """The training command exited non-zero or stopped writing metrics."""
 
 

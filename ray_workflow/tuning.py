@@ -24,6 +24,7 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
+from ray_workflow.cluster_check import largest_node
 from ray_workflow.connection import ConnectionInputError, connect_driver
 from ray_workflow.report import SweepReport, write_report
 from ray_workflow.sweep import Sweep, SweepConfigError
@@ -53,6 +54,7 @@ class TunerSettings:
     max_failures: int = 2
     resume: bool = False
     retry_errored: bool = False
+    wait_for_autoscaling: bool = False
     mlflow_uri: str | None = None
 
     @classmethod
@@ -219,6 +221,21 @@ def connect(address: str) -> None:
         raise SweepConfigError(str(error)) from None
 
 
+def refuse_trials_no_node_holds(settings: TunerSettings) -> None:
+    """A trial that asks for more than any node has would wait forever (Tune only warns): refuse it before the
+    sweep writes anything, unless the cluster is expected to add bigger nodes."""
+    largest = largest_node()
+    for flag, resource, wanted in (
+        ("--cpus_per_trial", "CPU", settings.cpus_per_trial),
+        ("--gpus_per_trial", "GPU", settings.gpus_per_trial),
+    ):
+        if wanted > largest.get(resource, 0.0):
+            raise SweepConfigError(
+                f"{flag} {wanted:g}: no node of the cluster has that many {resource}s (the largest has "
+                f"{largest.get(resource, 0.0):g}); give --wait_for_autoscaling if the cluster adds bigger nodes"
+            )
+
+
 def trial_dirname(trial: Any) -> str:
     """Short trial folders (Tune's default spells out every hyperparameter)."""
     return f"trial_{trial.trial_id}"
@@ -300,6 +317,8 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
     experiment = f"{storage_path.rstrip('/')}/{name}"
     connect(settings.ray_address)
+    if not settings.wait_for_autoscaling:
+        refuse_trials_no_node_holds(settings)
     if not settings.resume:
         claim_experiment(experiment, name)
     trainable = tune.with_resources(

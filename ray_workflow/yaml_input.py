@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 
+from ray_workflow.errors import UserError
+
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class AliasRefused(yaml.YAMLError):
+class AliasRefused(UserError, yaml.YAMLError):
     """A document that uses an alias (``*name``): refused before anything is built from it."""
 
 

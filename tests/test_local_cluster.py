@@ -171,15 +171,17 @@ def test_gpus_are_split_between_clusters_without_sharing():
         lc.split_gpus(["0", "1", "2", "3"], 3, 2)
 
 
-def test_cluster_environment_pins_its_ports_gpus_and_interpreter():
+def test_cluster_environment_pins_its_ports_gpus_interpreter_and_token(tmp_path):
     cluster = lc.LocalCluster(name="c", base_port=30000, temp_dir="/tmp/x", pgid=0, num_cpus=1, num_gpus=2)
     env = lc.start_environment(cluster, cuda_visible_devices="2,3")
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["AUTOSCALER_METRIC_PORT"] == "30009" and env["DASHBOARD_METRIC_PORT"] == "30010"
     assert env["RAY_AUTH_MODE"] == "disabled" and "RAY_ADDRESS" not in env  # no token file: asked for no auth
-    cluster.token_file = "/tmp/x.token"
+    token_file = tmp_path / "x.token"
+    token_file.write_text("t0ken\n")
+    cluster.token_file = str(token_file)
     env = lc.start_environment(cluster)
-    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/tmp/x.token"
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "t0ken" and "RAY_AUTH_TOKEN_PATH" not in env
     assert env["PATH"].split(":")[0] == str(PROJECT_ROOT / ".venv" / "bin")
     command = lc.start_command(cluster)
     ports = [int(command[i + 1]) for i, arg in enumerate(command) if arg.endswith("-port")]

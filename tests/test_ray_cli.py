@@ -250,3 +250,27 @@ def test_a_sweep_and_the_cluster_check_with_a_wrong_token_say_so_in_one_line(use
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"the token from {home / '.ray' / 'auth_token'}" in errors[0], result.stderr
         assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_running_cluster_keeps_running_jobs_after_every_token_file_is_removed(user, tmp_path):
+    """A user who cleans ~/.cache and ~/.ray while a cluster runs: the cluster holds its token in its processes'
+    environment (as KubeRay's containers do), so a job sent with the token still starts and succeeds."""
+    env, cluster = user
+    token_files = [
+        cluster.home / ".ray" / "auth_token",
+        *(cluster.home / ".cache" / "isaaclab_ray" / "tokens").iterdir(),
+    ]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    moved = [(path, kept / str(index)) for index, path in enumerate(token_files)]
+    for path, aside in moved:
+        path.rename(aside)
+    try:
+        client = cluster.client()
+        job = client.submit_job(entrypoint="python -c \"print('served without a token file')\"")
+        wait_for(lambda: client.get_job_status(job).is_terminal(), 120, "the job to end")
+        assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)
+        assert "served without a token file" in client.get_job_logs(job)
+    finally:
+        for path, aside in moved:
+            aside.rename(path)

@@ -6,11 +6,13 @@ processes with two nodes on this machine (tests/slurm_harness.py); `make slurm` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_no
 from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
 
-from ray_workflow import address_file, auth, local_cluster, ray_ports
+from ray_workflow import address_file, auth, ray_ports, slurm
 from ray_workflow.ray_ports import PORT_BLOCK
 
 why_not = missing()
@@ -31,17 +33,9 @@ if why_not and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(why_not is not None, reason=why_not or "")
 
 
-def free_ports_for_two_nodes() -> int:
-    """A base port whose two blocks (head and worker) nothing on this busy machine holds."""
-    base = local_cluster.free_base_port(start=24000)
-    while local_cluster.ports_in_use(base + PORT_BLOCK):
-        base = local_cluster.free_base_port(start=base + 2 * PORT_BLOCK)
-    return base
-
-
-# A small cluster that fits the test SLURM's two nodes: the head on one, a worker on the other.
+# A small cluster that fits the test SLURM's two nodes: the head on one, a worker on the other. Its ports are the
+# default: each cluster finds a block free on both nodes, as on a lab's shared nodes.
 NODES = ["--cpu_per_worker", "1", "--gpu_per_worker", "0", "--ram_gb_per_worker", "2"]
-NODES += ["--base_port", str(free_ports_for_two_nodes())]
 SMALL = [*NODES, "--time", "15"]
 
 
@@ -139,6 +133,8 @@ def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env
         "4:00:00",
         "--setup",
         "module load cuda/12.4",
+        "--base_port",
+        "23000",
         "--state_dir",
         str(tmp_path / "state"),
     )
@@ -159,7 +155,7 @@ def test_dry_run_prints_a_batch_script_that_bash_accepts_and_submits_nothing(env
         assert line in first, line
     assert "#SBATCH --job-name=lab-2" in second
     # The second cluster's 4 nodes take the 800 ports after the first's.
-    assert "base_port=23000" in first and "base_port=23800" in second
+    assert "candidates=(23000)" in first and "candidates=(23800)" in second
     syntax = subprocess.run(["bash", "-n"], input="#!/bin/bash\n" + first, text=True, capture_output=True)
     assert syntax.returncode == 0, syntax.stderr
     assert slurm_cluster.job_ids() - before == set() and not (tmp_path / "state").exists()
@@ -191,8 +187,23 @@ def test_cluster_spans_two_nodes_runs_the_check_and_a_sweep_and_down_cancels_onl
 
 def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmForTests, other_ids: list[str]) -> None:
     state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    # Launched from a folder with a space in its name, where the job log goes too; a setup line that every node runs.
+    launch_dir, setup_ran = tmp_path / "launch dir", tmp_path / "setup_ran"
+    launch_dir.mkdir()
+    setup = f'echo "$SLURMD_NODENAME" >> {setup_ran}'
     submitted = launch(
-        env, tmp_path, *SMALL, "--name", "team", "--max_workers", "1", "--state_dir", str(state), "--no_wait"
+        env,
+        launch_dir,
+        *SMALL,
+        "--name",
+        "team",
+        "--max_workers",
+        "1",
+        "--state_dir",
+        str(state),
+        "--no_wait",
+        "--setup",
+        setup,
     )
     assert submitted.returncode == 0, submitted.stderr
     assert "submitted team (job" in submitted.stdout
@@ -213,6 +224,8 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     assert len(alive_nodes(cluster.dashboard_url)) == 2
     nodes = slurm_cluster.run("squeue", "--noheader", "--jobs", job_id, "--format=%N").stdout.strip()
     assert nodes == "node[1-2]"
+    assert sorted(setup_ran.read_text().split()) == ["node1", "node2"]
+    assert (launch_dir / f"team-{job_id}.out").is_file()
 
     check_with_rays_own_cli(env, tmp_path, addresses, cluster)
 
@@ -289,8 +302,23 @@ def check_with_rays_own_cli(env: dict, tmp_path: Path, addresses: Path, cluster:
     assert job.status == JobStatus.SUCCEEDED
 
 
-def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp_path, slurm_cluster):
+@pytest.mark.parametrize(
+    ("setup", "workers", "failure"),
+    [
+        (
+            ["echo preparing", "module load cuda/12.4"],
+            "0",
+            "setup line 2 failed on node node1: module load cuda/12.4: ",
+        ),
+        # The worker's node runs the setup lines too, in its own shell, and its failure is named as well.
+        (['[ "$SLURMD_NODENAME" != node2 ] || { echo no CUDA here; false; }'], "1", "failed on node node2: "),
+    ],
+)
+def test_a_failing_setup_line_fails_the_cluster_naming_the_node_the_line_and_its_output(
+    env, tmp_path, slurm_cluster, setup, workers, failure
+):
     before = slurm_cluster.job_ids()
+    setup_flags = [part for line in setup for part in ("--setup", line)]
     result = launch(
         env,
         tmp_path,
@@ -298,19 +326,99 @@ def test_a_cluster_that_cannot_start_is_reported_with_its_state_and_log(env, tmp
         "--name",
         "broken",
         "--max_workers",
-        "0",
+        workers,
         "--state_dir",
         str(tmp_path / "state"),
-        "--setup",
-        "echo no Ray here >&2; exit 3",
+        *setup_flags,
     )
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert "cluster broken: SLURM job" in last and "ended FAILED" in last, result.stderr
+    assert "cluster broken: SLURM job" in last and "ended FAILED" in last and failure in last, result.stderr
+    assert ("command not found" if workers == "0" else "no CUDA here") in last, last
     log = Path(last.split("log: ")[1])
-    assert log.parent == tmp_path and "no Ray here" in log.read_text()
+    assert log.parent == tmp_path and failure in log.read_text()
     job_id = log.stem.rsplit("-", 1)[1]
     assert slurm_cluster.job_state(job_id) == "FAILED" and slurm_cluster.job_ids() - before == set()
+    assert wait_until_none(lambda: ray_processes(job_id), 30) == []
+
+
+def next_job_id(slurm_cluster: SlurmForTests) -> int:
+    """The id SLURM gives the next job (ids count up; the tests submit one thing at a time)."""
+    probe = slurm_cluster.run("sbatch", "--parsable", "--hold", "--wrap", "true")
+    assert probe.returncode == 0, probe.stderr
+    slurm_cluster.run("scancel", probe.stdout.strip())
+    return int(probe.stdout.strip()) + 1
+
+
+def head_of(state: Path, name: str) -> tuple[str, int]:
+    """The job id and base port the cluster's batch script chose and wrote."""
+    job_id, _, base_port = (state / f"{name}.head").read_text().split()
+    return job_id, int(base_port)
+
+
+@pytest.mark.parametrize("auth_flags", [[], ["--no_auth"]], ids=["token", "no_auth"])
+def test_clusters_of_default_settings_on_the_same_nodes_take_their_own_ports(env, tmp_path, slurm_cluster, auth_flags):
+    """Two clusters with every default on the same two nodes, the second one's first choice of ports held by
+    another program: each gets ports of its own and answers as itself. A third on the first's --base_port
+    fails at once, naming the port and the node."""
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    # 1.5 GB a node, so that three clusters fit the test SLURM's nodes at once.
+    small = [*SMALL[: SMALL.index("--ram_gb_per_worker")], "--ram_gb_per_worker", "1.5", "--time", "15"]
+    common = [*small, "--max_workers", "1", *auth_flags, "--state_dir", str(state), "--address_file", str(addresses)]
+    started: list[str] = []
+    try:
+        first = launch(env, tmp_path, *common, "--name", "alice")
+        assert first.returncode == 0, first.stderr
+        alice_job, alice_base = head_of(state, "alice")
+        started.append(alice_job)
+
+        # Another program holds the GCS port of the block the next job would try first (SLURM counts ids up, and
+        # `sbatch --test-only` may take one too: hold the blocks of the next three ids).
+        stride = PORT_BLOCK * 2
+        slots = len(slurm.AUTO_PORTS) // stride
+        upcoming = next_job_id(slurm_cluster)
+        held = [slurm.AUTO_PORTS.start + (upcoming + k) % slots * stride for k in range(3)]
+        with contextlib.ExitStack() as holders:
+            for base in held:
+                if ray_ports.ports_in_use(base)[:1] == [base]:
+                    continue  # already held, by the first cluster
+                holder = holders.enter_context(socket.socket())
+                holder.bind(("0.0.0.0", base + ray_ports.offset("gcs")))
+                holder.listen()
+            second = launch(env, tmp_path, *common, "--name", "bob")
+            assert second.returncode == 0, second.stderr
+            bob_job, bob_base = head_of(state, "bob")
+            started.append(bob_job)
+        log = (tmp_path / f"bob-{bob_job}.out").read_text()
+        first_choice = slurm.AUTO_PORTS.start + int(bob_job) % slots * stride
+        assert first_choice in held
+        taken = f"ports from {first_choice} are taken: port {first_choice + ray_ports.offset('gcs')} on node node1"
+        assert taken in log, log[:2000]
+        assert bob_base not in held
+        blocks = [range(base, base + stride) for base in (alice_base, bob_base)]
+        assert not set(blocks[0]) & set(blocks[1])
+
+        # Each address answers with its own job's Ray nodes, and the address file holds both.
+        clusters = {cluster.name: cluster for cluster in address_file.read(addresses)}
+        assert sorted(clusters) == ["alice", "bob"]
+        for name, job_id in (("alice", alice_job), ("bob", bob_job)):
+            labels = {node["labels"].get(slurm.JOB_LABEL) for node in alive_nodes(clusters[name].dashboard_url)}
+            assert labels == {job_id}, (name, labels)
+
+        third = launch(env, tmp_path, *common, "--name", "carol", "--base_port", str(alice_base))
+        assert third.returncode == 1, third.stderr
+        assert third.stderr.strip().splitlines()[-1].count("\n") == 0
+        assert f"port {alice_base} on node node1 is in use (--base_port {alice_base}" in third.stderr, third.stderr
+        carol_job = json.loads((state / "carol.json").read_text())["job_id"]
+        assert slurm_cluster.job_state(carol_job) == "FAILED"
+        assert sorted(cluster.name for cluster in address_file.read(addresses)) == ["alice", "bob"]
+        assert len(alive_nodes(clusters["alice"].dashboard_url)) == 2, "the first cluster is untouched"
+    finally:
+        if started:
+            slurm_cluster.run("scancel", *started)
+        wait_for(lambda: not slurm_cluster.job_ids() & set(started), 60, "the clusters to end")
+    for job_id in started:
+        assert wait_until_none(lambda job_id=job_id: ray_processes(job_id), 30) == []
 
 
 def test_a_cluster_without_auth_takes_jobs_without_a_token_and_is_reported_at_its_time_limit(

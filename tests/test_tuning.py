@@ -340,3 +340,25 @@ def test_two_sweeps_started_at_once_never_share_an_experiment_folder(ray_cluster
     )
     assert "Traceback" not in refused.stderr
     assert len((tmp_path / "shared" / "results.csv").read_text().splitlines()) == 2
+
+
+def test_a_trial_no_node_can_hold_is_refused_in_one_line_before_the_sweep_writes_anything(ray_cluster, tmp_path):
+    """Tune would only warn and wait forever for 1e9 CPUs; the sweep names the flag and what the nodes have."""
+    config = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "cartpole_sweep.py"
+    for flag, value, resource in (("--cpus_per_trial", "1e9", "CPUs"), ("--gpus_per_trial", "1", "GPUs")):
+        result = subprocess.run(
+            [sys.executable, str(config), "--ray_address", ray_cluster.gcs_address, "--storage_path", str(tmp_path)]
+            + [flag, value],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert (
+            result.stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"error: {flag} {float(value):g}: no node of the cluster has that many {resource} (the largest has "
+            )
+        ), result.stderr[-2000:]
+        assert list(tmp_path.iterdir()) == []

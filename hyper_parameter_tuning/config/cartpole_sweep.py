@@ -12,13 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep import Sweep  # noqa: E402
+from ray_workflow.sweep import Sweep, environment_int  # noqa: E402
 from ray_workflow.sweep_cli import main  # noqa: E402
 from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 from train_cartpole import MEAN_RETURN_TAG  # noqa: E402
 
 # A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).
-MAX_ITERATIONS = int(os.environ.get("CARTPOLE_MAX_ITERATIONS", "300"))
+MAX_ITERATIONS = environment_int("CARTPOLE_MAX_ITERATIONS", 300)
 # Where the policy trains: cpu (fastest for CartPole's small network) or cuda, to share a GPU between trials.
 DEVICE = os.environ.get("CARTPOLE_DEVICE", "cpu")
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep import Sweep  # noqa: E402
+from ray_workflow.sweep import Sweep, environment_int  # noqa: E402
 from ray_workflow.sweep_cli import main  # noqa: E402
 from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 
@@ -28,8 +28,8 @@ TASK = "Isaac-Cartpole-Direct"
 RL_LIBRARY = os.environ.get("ISAACLAB_RL_LIBRARY", "rsl_rl")
 ISAACLAB = os.environ.get("ISAACLAB", "isaaclab")
 DEVICE = os.environ.get("ISAACLAB_DEVICE", "cpu")
-NUM_ENVS = int(os.environ.get("ISAACLAB_NUM_ENVS", "256"))
-MAX_ITERATIONS = int(os.environ.get("ISAACLAB_MAX_ITERATIONS", "100"))
+NUM_ENVS = environment_int("ISAACLAB_NUM_ENVS", 256)
+MAX_ITERATIONS = environment_int("ISAACLAB_MAX_ITERATIONS", 100)
 CHECKPOINT_INTERVAL = 10
 # Warp compiles Newton's kernels on a node's first run (about 50 s) and keeps them in its cache
 # (WARP_CACHE_PATH, default ~/.cache/warp); kit-less Isaac Lab finds its scene assets under
