@@ -1,6 +1,6 @@
 """`make demo` run N times as a user runs it (its own cluster each time): how often it reaches 475, and how long.
 
-    .venv/bin/python benchmarks/demo_success.py --runs 5
+.venv/bin/python benchmarks/demo_success.py --runs 5
 """
 
 import argparse

@@ -74,6 +74,14 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
         help="let trials wait for nodes the cluster has yet to add (default: refuse a trial no node can hold)",
     )
     parser.add_argument(
+        "--no_warm_start",
+        dest="warm_start",
+        action="store_false",
+        default=None,
+        help="start every trainer as a fresh process (default: configs with warm_imports, such as Isaac Lab 3's, "
+        "fork each trial's trainer from a slot that has imported them, which saves ~15 s a trial)",
+    )
+    parser.add_argument(
         "--mlflow_uri", help="log every trial to MLflow, e.g. sqlite:///mlflow.db or http://mlflow:5000"
     )
     return parser

@@ -12,6 +12,8 @@ resumed sweeps and population-based training continue instead of starting over.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import secrets
 import shutil
 import time
@@ -24,6 +26,9 @@ from ray import tune
 from ray_workflow.errors import WorldError
 from ray_workflow.tensorboard_metrics import ScalarReader, event_files
 from ray_workflow.training_command import TrainingJob, TrainingProcess, WarmCacheLock
+from ray_workflow.warm_slot import SlotUnavailable, WarmSlot, script_of
+
+logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.05
 # Set in the last result of a trial whose trainer ran to the end (not stopped by the scheduler).
@@ -59,9 +64,18 @@ class CommandTrainable(tune.Trainable):
     """
 
     def setup(
-        self, config: dict[str, Any], job: TrainingJob, metric: str, trial_timeout_s: float, max_iterations: int
+        self,
+        config: dict[str, Any],
+        job: TrainingJob,
+        metric: str,
+        trial_timeout_s: float,
+        max_iterations: int,
+        warm_start: bool = True,
     ) -> None:
         self.job = job
+        # A warm slot serves every trial this actor runs (Tune reuses actors), or none if it cannot start.
+        self.warm_start = warm_start and bool(job.warm_imports)
+        self.slot: WarmSlot | None = None
         self.metric = metric
         self.trial_timeout_s = trial_timeout_s
         self.max_iterations = max_iterations
@@ -114,11 +128,36 @@ class CommandTrainable(tune.Trainable):
             cwd=self.job.cwd,
             env=self.job.env,
             run_name=run_name,
+            slot=self._slot_for(argv),
         )
         if log_dir is not None:
             self.reader = ScalarReader(log_dir, ignore=earlier_files)
         self.last_progress = time.monotonic()
         return self.process
+
+    def _slot_for(self, argv: list[str]) -> WarmSlot | None:
+        """This actor's warm slot for ``argv``, started on first use; None to start the trainer fresh."""
+        if not self.warm_start:
+            return None
+        environment = {**os.environ, **self.job.env}
+        script = script_of(argv, environment)
+        if script is None:
+            logger.warning("%s is not a Python program a warm slot can start; trials start fresh", argv[0])
+            self.warm_start = False
+            return None
+        if self.slot is not None and (self.slot.interpreter != script[0] or not self.slot.alive()):
+            self.slot.close()
+            self.slot = None
+        if self.slot is None:
+            try:
+                self.slot = WarmSlot(script[0], self.job.warm_imports, self.job.cwd, environment)
+            except SlotUnavailable as error:
+                logger.warning("%s; trials start fresh", error)
+                self.warm_start = False
+                return None
+            for problem in self.slot.missing:
+                logger.warning("the warm slot could not import %s", problem)
+        return self.slot
 
     def _reader(self) -> ScalarReader | None:
         if self.reader is None and self.process is not None and (run_dir := self.process.reported_log_dir):
@@ -273,4 +312,7 @@ class CommandTrainable(tune.Trainable):
 
     def cleanup(self) -> None:
         self._end_trainer()
+        if self.slot is not None:
+            self.slot.close()
+            self.slot = None
         self._persist_outputs()

@@ -8,15 +8,14 @@ everything the trainer started, and nothing else.
 from __future__ import annotations
 
 import collections
-import ctypes
 import fcntl
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from ray_workflow import PROJECT_ROOT
 from ray_workflow.process_groups import end_process_group
+from ray_workflow.warm_slot import WarmSlot, die_with_parent, script_of
 
 OverrideStyle = Literal["hydra", "flags"]
 
@@ -71,6 +71,10 @@ class TrainingJob:
     ``warm_cache_dir`` names a node-local cache that the trainer's first run fills at great
     cost (Warp's kernel cache, ``~/.cache/warp``: about 50 s for Isaac-Cartpole): the first
     trial on a node then starts alone, and the others wait until it reports a result.
+
+    ``warm_imports`` are the modules a warm slot imports before it forks each trial's trainer
+    (``warm_slot``): a trial of a command whose start-up is mostly imports (Isaac Lab 3's
+    ``isaaclab train``) then starts in about a second. Empty: every trial is a fresh process.
     """
 
     command: tuple[str, ...]
@@ -81,6 +85,7 @@ class TrainingJob:
     env: Mapping[str, str] = field(default_factory=dict)
     checkpoints: TrainerCheckpoints | None = None
     warm_cache_dir: str | None = None
+    warm_imports: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -147,6 +152,9 @@ class WarmCacheLock:
 
     A ``flock`` on a file in the cache folder (released by the kernel if the holder dies),
     and a marker per command once a trainer has reported a result: later trials skip the lock.
+    A cache that already holds compiled kernels (Warp's ``<version>/wp_*/*.o``, left by a plain
+    ``isaaclab train`` on the node, say) is warm too; kernels of another task that it lacks are
+    then compiled by the first trials at once, which costs time, never correctness.
     """
 
     def __init__(self, cache_dir: str, argv: list[str]) -> None:
@@ -155,7 +163,7 @@ class WarmCacheLock:
         key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
         self.marker = folder / f".isaaclab_ray_warm_{key}"
         self._handle = None
-        if not self.marker.exists():
+        if not self.marker.exists() and not _holds_compiled_kernels(folder):
             self._handle = open(folder / ".isaaclab_ray_warm.lock", "w")  # held until release(), not a with-block
             fcntl.flock(self._handle, fcntl.LOCK_EX)
             if self.marker.exists():  # another trial warmed the cache while we waited
@@ -170,6 +178,10 @@ class WarmCacheLock:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _holds_compiled_kernels(folder: Path) -> bool:
+    return next(folder.glob("*/wp_*/*.o"), None) is not None
 
 
 def run_folder(root: Path, run_name: str) -> Path | None:
@@ -188,12 +200,6 @@ def run_folder(root: Path, run_name: str) -> Path | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL if the Ray worker that started us dies, so no trainer is orphaned."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class TrainingProcess:
     """A running training command in its own process group, with its output kept.
 
@@ -210,7 +216,10 @@ class TrainingProcess:
         env: Mapping[str, str] | None = None,
         tail_lines: int = 40,
         run_name: str | None = None,
+        slot: WarmSlot | None = None,
     ) -> None:
+        """Start ``argv``: forked from ``slot`` if one is given (``script_of(argv)`` runs under its interpreter),
+        else as a fresh process."""
         self.argv = argv
         self.output_path = output_path
         self.cwd = Path(cwd).resolve() if cwd else Path.cwd()
@@ -219,24 +228,43 @@ class TrainingProcess:
         self._log_root: str | None = None
         self._run_name: str | None = None
         output_path.parent.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        self.pgid = self._process.pid
+        output_path.touch()  # there from the start, for whoever follows the trainer's output
+        environment = {**os.environ, **(env or {})}
+        self.warm = slot is not None
+        if slot is not None:
+            script = script_of(argv, environment)
+            assert script is not None and script[0] == slot.interpreter, "a slot runs only its interpreter's scripts"
+            read_end, write_end = os.pipe()
+            try:
+                self.pgid = slot.start(script[1], write_end, cwd, environment)
+            except BaseException:
+                os.close(read_end)
+                raise
+            finally:
+                os.close(write_end)
+            self._output = os.fdopen(read_end, "rb")
+            self._exit_code = lambda: slot.exit_code(self.pgid)
+        else:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            )
+            assert process.stdout is not None
+            self.pgid = process.pid
+            self._output = process.stdout
+            self._exit_code = process.poll
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
 
     def _read_output(self) -> None:
-        assert self._process.stdout is not None
-        with open(self.output_path, "ab") as log:
-            for raw in self._process.stdout:
+        with self._output, open(self.output_path, "ab") as log:
+            for raw in self._output:
                 log.write(raw)
                 log.flush()
                 line = raw.decode(errors="replace").rstrip("\n")
@@ -272,7 +300,7 @@ class TrainingProcess:
 
     def poll(self) -> int | None:
         """The exit code, once the trainer has exited and all its output has been read."""
-        code = self._process.poll()
+        code = self._exit_code()
         if code is not None:
             self._reader.join(timeout=5)
         return code
@@ -282,6 +310,8 @@ class TrainingProcess:
 
     def stop(self, grace_s: float = 5.0) -> None:
         """End the trainer's whole process group, whatever state it is in."""
-        end_process_group(self.pgid, grace_s, reap=self._process.poll)
-        self._process.wait()
+        end_process_group(self.pgid, grace_s, reap=self._exit_code)
+        deadline = time.monotonic() + grace_s
+        while self._exit_code() is None and time.monotonic() < deadline:  # the slot reaps a warm trainer
+            time.sleep(0.05)
         self._reader.join(timeout=5)

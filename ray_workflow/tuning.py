@@ -55,6 +55,7 @@ class TunerSettings:
     resume: bool = False
     retry_errored: bool = False
     wait_for_autoscaling: bool = False
+    warm_start: bool = True
     mlflow_uri: str | None = None
 
     @classmethod
@@ -328,6 +329,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
             metric=sweep.metric,
             trial_timeout_s=settings.trial_timeout_s,
             max_iterations=sweep.max_iterations,
+            warm_start=settings.warm_start,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )

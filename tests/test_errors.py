@@ -12,7 +12,9 @@ import pytest
 from ray_workflow import PROJECT_ROOT
 from ray_workflow.errors import UserError, WorldError, script_main
 
-TRAINERS = {"train_cartpole.py"}  # trainers, like Isaac Lab's train.py, show their own tracebacks in trial logs
+# Programs that are not a user's scripts: a trainer (like Isaac Lab's train.py, it shows its own tracebacks in
+# trial logs) and the warm slot, which the trainer's interpreter runs for a trial actor.
+TRAINERS = {"train_cartpole.py", "warm_slot.py"}
 
 
 def _wrapped_main(module: Path) -> bool:

@@ -1,0 +1,275 @@
+"""Warm trainer slots: a helper that has imported what a trainer needs forks each trial's trainer from itself.
+
+An Isaac Lab 3 trainer spends ~12 s importing torch, Isaac Lab, Newton and MuJoCo-Warp before its
+first iteration, whatever the trial's length. A slot pays that once per trial actor: it runs in the
+trainer's own interpreter (the one named by the command's ``#!`` line, such as ``.venv-isaaclab``'s),
+imports ``imports`` (refusing to serve if they initialised CUDA: trainers on GPUs whose imports
+do so start fresh), and then forks one child per trial that runs the very command line a fresh
+process would (``runpy`` on the same script, the same ``sys.argv``, cwd and environment). Each
+child is a process of its own: its own session and process group (stopped and killed as before),
+death with the slot (which dies with the trial actor), its output on a pipe of the trial's, its
+exit code reported back, and nothing it changes (torch or Warp settings, signal handlers) seen by
+the next trial, which forks from the untouched slot.
+
+The slot never runs a torch operation: a child forked after torch's OpenMP pool has started would
+deadlock in its first matrix multiply. This file is also the slot's program (run by the trainer's
+interpreter, which may lack Ray), so it imports nothing beyond Python's standard library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import runpy
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+READY_TIMEOUT_S = 300.0  # imports on a busy node, with a cold disk cache
+
+
+class SlotUnavailable(RuntimeError):
+    """The slot could not start or died; the trial runs as a fresh process instead."""
+
+
+def script_of(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, list[str]] | None:
+    """The interpreter and the ``python``-style arguments that run ``argv`` (``[script, *args]`` or
+    ``["-m", module, *args]``), if ``argv`` is a Python program a slot can start; None otherwise."""
+    if not argv:
+        return None
+    program = shutil.which(argv[0], path=env.get("PATH", os.environ.get("PATH")))
+    if program is None:
+        return None
+    if Path(program).name.startswith("python"):
+        if len(argv) >= 3 and argv[1] == "-m":
+            return program, list(argv[1:])
+        if len(argv) >= 2 and argv[1].endswith(".py") and Path(argv[1]).is_file():
+            return program, list(argv[1:])
+        return None
+    try:
+        with open(program, "rb") as file:
+            first = file.readline(4096).decode(errors="replace").strip()
+    except OSError:
+        return None
+    interpreter = first.removeprefix("#!").strip()
+    if not first.startswith("#!") or " " in interpreter or not Path(interpreter).name.startswith("python"):
+        return None
+    return interpreter, [program, *argv[1:]]
+
+
+class WarmSlot:
+    """The trial actor's side of one slot: start it, start trainers from it, learn their exit codes."""
+
+    def __init__(self, interpreter: str, imports: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> None:
+        """Start the slot with the environment and cwd a fresh trainer would get, and wait until it has imported."""
+        self.interpreter = interpreter
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.errors = tempfile.TemporaryFile()  # what the imports print; a pipe nobody reads could fill and block
+        try:
+            self.process = subprocess.Popen(
+                [interpreter, __file__, str(theirs.fileno()), *imports],
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=self.errors,
+                stderr=subprocess.STDOUT,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        except OSError as error:
+            ours.close()
+            self.errors.close()
+            raise SlotUnavailable(f"cannot start {interpreter}: {error.strerror}") from None
+        finally:
+            theirs.close()
+        self.connection = ours
+        self.buffer = b""
+        self.exit_codes: dict[int, int] = {}
+        message = self._receive(READY_TIMEOUT_S)
+        if message is None or "ready" not in message:
+            why = message["unsafe"] if message and "unsafe" in message else self._stderr_tail() or "no answer"
+            self.close()
+            raise SlotUnavailable(f"the warm slot ({interpreter}) cannot serve trials: {why}")
+        self.import_s: float = message["ready"]
+        self.missing: list[str] = message.get("missing", [])
+
+    def start(self, python_args: Sequence[str], output_fd: int, cwd: str | None, env: Mapping[str, str]) -> int:
+        """Fork a trainer running ``interpreter *python_args``, its output on ``output_fd``; returns its pid
+        (which is also its process group)."""
+        request = json.dumps({"args": list(python_args), "cwd": cwd or os.getcwd(), "env": dict(env)}).encode()
+        try:
+            socket.send_fds(self.connection, [request + b"\n"], [output_fd])
+        except OSError as error:
+            raise SlotUnavailable(f"the warm slot is gone: {error.strerror}") from None
+        while True:
+            message = self._receive(READY_TIMEOUT_S)
+            if message is None:
+                raise SlotUnavailable(f"the warm slot is gone: {self._stderr_tail()}")
+            if "started" in message:
+                return message["started"]
+
+    def exit_code(self, pid: int) -> int | None:
+        """The trainer's exit code once it has ended (a signal's as ``-N``, as subprocess gives it)."""
+        while pid not in self.exit_codes:
+            if self._receive(0.0) is None:
+                if self.process.poll() is not None:
+                    return -signal.SIGKILL  # the slot is gone, and its children died with it
+                return None
+        return self.exit_codes[pid]
+
+    def _receive(self, timeout_s: float) -> dict | None:
+        """One message from the slot (exit reports are kept on the way); None on timeout or end."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            line, newline, rest = self.buffer.partition(b"\n")
+            if newline:
+                self.buffer = rest
+                message = json.loads(line)
+                if "exited" in message:
+                    self.exit_codes[message["exited"]] = message["code"]
+                return message
+            remaining = deadline - time.monotonic()
+            if (remaining < 0 and timeout_s > 0) or self.connection.fileno() < 0:  # timed out, or closed
+                return None
+            self.connection.settimeout(max(remaining, 0.0) if timeout_s > 0 else 0.0)
+            try:
+                chunk = self.connection.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                return None
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def _stderr_tail(self) -> str:
+        self.errors.seek(0)
+        return " ".join(self.errors.read().decode(errors="replace").strip().splitlines()[-3:])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """End the slot; trainers still running die with it."""
+        self.connection.close()
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        self.errors.close()
+
+
+def die_with_parent() -> None:
+    """In a child: SIGKILL when the process that started it dies, so that nothing is orphaned."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _serve(connection: socket.socket, imports: Sequence[str]) -> dict:
+    """The slot: import, then fork a trainer per request. Returns only in a trainer, with its request."""
+    started = time.monotonic()
+    missing = []
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - a module that will not import only makes the slot less warm
+            missing.append(f"{module}: {type(error).__name__}: {error}")
+    if reason := _cuda_started():
+        _send(connection, {"unsafe": reason})
+        os._exit(0)
+    _send(connection, {"ready": round(time.monotonic() - started, 3), "missing": missing})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: set[int] = set()
+    events = selectors.DefaultSelector()
+    events.register(connection, selectors.EVENT_READ)
+    buffer = b""
+    fds: list[int] = []
+    while True:
+        for pid in list(children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                children.discard(pid)
+                _send(connection, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        if not events.select(timeout=0.05):
+            continue
+        data, received, _, _ = socket.recv_fds(connection, 1 << 20, 4)
+        if not data:  # the trial actor closed the slot
+            os._exit(0)
+        buffer += data
+        fds += received
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request, output_fd = json.loads(line), fds.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                events.close()
+                connection.close()
+                return {**request, "output_fd": output_fd}
+            os.close(output_fd)
+            children.add(pid)
+            _send(connection, {"started": pid})
+
+
+def _cuda_started() -> str | None:
+    """Why forking is unsafe after the imports: a child cannot use a CUDA driver its parent initialised."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "the imports initialised CUDA in torch"
+    warp_context = sys.modules.get("warp._src.context") or sys.modules.get("warp.context")
+    if getattr(getattr(warp_context, "runtime", None), "cuda_devices", None):
+        return "the imports initialised Warp on CUDA devices"
+    return None
+
+
+def _send(connection: socket.socket, message: dict) -> None:
+    connection.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _become_trainer(request: dict, slot_pid: int) -> None:
+    """In the forked child: become what ``python *args`` would be, then run it as ``__main__``."""
+    os.setsid()
+    die_with_parent()
+    if os.getppid() != slot_pid:  # the slot died before the line above
+        os._exit(1)
+    output = request["output_fd"]
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    args = request["args"]
+    if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        script = os.path.abspath(args[0])
+        sys.argv = [args[0], *args[1:]]
+        sys.path[0] = os.path.dirname(script)
+        runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    _slot = socket.socket(fileno=int(sys.argv[1]))
+    _slot_pid = os.getpid()
+    _trainer = _serve(_slot, sys.argv[2:])
+    # Only a forked trainer gets here; it ends as the program it runs ends (SystemExit, exceptions, atexit).
+    del _slot
+    _become_trainer(_trainer, _slot_pid)

@@ -1,0 +1,185 @@
+"""Warm trainer slots: trainers forked from a slot that has imported Isaac Lab 3 give exactly what fresh
+processes give (every scalar, every checkpoint tensor), and each stays a process of its own.
+
+The trainer is the real ``isaaclab train`` (rsl_rl, Newton on the CPU) from ``.venv-isaaclab``; the
+slot runs in that interpreter, as a sweep's trial actor starts it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PROJECT_ROOT, wait_for, wait_until_none
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ray_workflow.process_groups import live_members
+from ray_workflow.sweep import load_sweep
+from ray_workflow.training_command import TrainingProcess, WarmCacheLock
+from ray_workflow.warm_slot import SlotUnavailable, WarmSlot, script_of
+
+ISAACLAB_VENV = PROJECT_ROOT / ".venv-isaaclab"
+CONFIG = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "isaaclab3_cartpole.py"
+# Timing scalars differ between any two runs, fresh or warm; everything else must be equal.
+TIMING = ("Perf/", "/time")
+
+
+def isaaclab_installed() -> bool:
+    return (ISAACLAB_VENV / ".installed").exists()
+
+
+def train_argv(run_name: str, *extra: str, iterations: int = 3, num_envs: int = 32) -> list[str]:
+    return [
+        str(ISAACLAB_VENV / "bin" / "isaaclab"),
+        "train",
+        "--rl_library",
+        "rsl_rl",
+        "--task",
+        "Isaac-Cartpole-Direct",
+        "--device",
+        "cpu",
+        "--num_envs",
+        str(num_envs),
+        "--max_iterations",
+        str(iterations),
+        "presets=newton_mjwarp",
+        "agent.device=cpu",
+        "agent.save_interval=1",
+        "--seed",
+        "7",
+        "--run_timestamp",
+        run_name,
+        *extra,
+    ]
+
+
+def run(argv: list[str], cwd: Path, slot: WarmSlot | None, timeout_s: float = 600) -> tuple[int, TrainingProcess]:
+    env = {"ISAACSIM_ASSET_ROOT": str(ISAACLAB_VENV / "assets")}
+    process = TrainingProcess(argv, cwd / f"{argv[argv.index('--run_timestamp') + 1]}.log", cwd=str(cwd), env=env,
+                              slot=slot)  # fmt: skip
+    wait_for(lambda: process.poll() is not None, timeout_s, f"{argv[-1]} to end")
+    return process.poll(), process
+
+
+def contents(run_dir: Path) -> tuple[dict, dict]:
+    """Every non-timing scalar (tag: [(step, value)]) and every checkpoint's tensors of a run."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = {
+        tag: [(event.step, event.value) for event in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if not any(part in tag for part in TIMING)
+    }
+    checkpoints = {path.name: torch.load(path, map_location="cpu") for path in sorted(run_dir.glob("model_*.pt"))}
+    return scalars, checkpoints
+
+
+def identical(left, right) -> bool:
+    if isinstance(left, torch.Tensor):
+        return isinstance(right, torch.Tensor) and left.dtype == right.dtype and torch.equal(left, right)
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict) and left.keys() == right.keys() and all(identical(left[k], right[k]) for k in left)
+        )
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(identical(a, b) for a, b in zip(left, right, strict=True))
+    return left == right
+
+
+def assert_same_run(cwd: Path, fresh: str, warm: str) -> None:
+    runs = cwd / "logs" / "rsl_rl" / "cartpole_direct"
+    (fresh_scalars, fresh_models), (warm_scalars, warm_models) = contents(runs / fresh), contents(runs / warm)
+    assert "Train/mean_reward" in fresh_scalars and len(fresh_models) == 3, (fresh_scalars.keys(), fresh_models.keys())
+    assert warm_scalars == fresh_scalars, f"{warm}: scalars differ from the fresh {fresh}"
+    assert identical(warm_models, fresh_models), f"{warm}: checkpoints differ from the fresh {fresh}"
+
+
+@pytest.mark.skipif(not isaaclab_installed(), reason="Isaac Lab 3 is not installed: run `make isaaclab`")
+def test_warm_trainers_match_fresh_ones_bit_for_bit_through_crashes_stops_and_deterministic_runs(tmp_path):
+    if os.environ.get("CI"):
+        assert isaaclab_installed()
+    imports = load_sweep(CONFIG).job.warm_imports
+    env = {**os.environ, "ISAACSIM_ASSET_ROOT": str(ISAACLAB_VENV / "assets")}
+    interpreter, _ = script_of(train_argv("x"), env)
+    assert interpreter == str(ISAACLAB_VENV / "bin" / "python")
+
+    assert run(train_argv("fresh"), tmp_path, None)[0] == 0
+    assert run(train_argv("fresh_deterministic", "--deterministic"), tmp_path, None)[0] == 0
+    slot = WarmSlot(interpreter, imports, str(tmp_path), env)
+    try:
+        assert slot.missing == []
+        code, first = run(train_argv("warm"), tmp_path, slot)
+        assert code == 0 and first.warm, first.tail()
+        assert first.pgid != slot.process.pid and os.getpgid(slot.process.pid) == slot.process.pid
+        assert_same_run(tmp_path, "fresh", "warm")
+
+        # A trial that crashes (Hydra refuses its override) ends with its own exit code, as a fresh one does.
+        code, crashed = run(train_argv("crash", "agent.algorithm.no_such_key=1"), tmp_path, slot)
+        assert code != 0 and "no_such_key" in crashed.tail()
+
+        # A trial stopped mid-training (ASHA, a timeout): its whole process group ends, the slot stays.
+        long = TrainingProcess(train_argv("stopped", iterations=1000, num_envs=16), tmp_path / "stopped.log",
+                               cwd=str(tmp_path), env={"ISAACSIM_ASSET_ROOT": env["ISAACSIM_ASSET_ROOT"]},
+                               slot=slot)  # fmt: skip
+        wait_for(lambda: "Learning iteration 1/" in (tmp_path / "stopped.log").read_text(errors="replace"), 300,
+                 "the long trial to train")  # fmt: skip
+        long.stop()
+        assert long.poll() is not None and live_members(long.pgid) == []
+        assert slot.alive()
+
+        # --deterministic changes process-wide torch and Warp settings: the next fork never sees them.
+        code, _ = run(train_argv("warm_deterministic", "--deterministic"), tmp_path, slot)
+        assert code == 0
+        assert_same_run(tmp_path, "fresh_deterministic", "warm_deterministic")
+        code, _ = run(train_argv("warm_again"), tmp_path, slot)
+        assert code == 0
+        assert_same_run(tmp_path, "fresh", "warm_again")
+    finally:
+        slot.close()
+
+
+def test_a_slots_trainers_die_with_it_and_a_slot_that_cannot_start_says_why(tmp_path):
+    """The slot dies with its trial actor; its trainers die with the slot (the cheap trainer: the .venv's)."""
+    env = {**os.environ}
+    slot = WarmSlot(sys.executable, ["json"], str(tmp_path), env)
+    try:
+        argv = [sys.executable, str(PROJECT_ROOT / "tests" / "scripted_trainer.py"), "--log_dir", str(tmp_path / "tb"),
+                "--iterations", "100000", "--seconds_per_iteration", "0.1"]  # fmt: skip
+        trainer = TrainingProcess(argv, tmp_path / "out.log", slot=slot)
+        wait_for(lambda: live_members(trainer.pgid), 60, "the trainer to start")
+        assert os.getsid(trainer.pgid) == trainer.pgid, "a session and process group of its own"
+    finally:
+        slot.close()
+    assert wait_until_none(lambda: live_members(trainer.pgid), 30) == []
+    assert trainer.poll() is not None
+
+    with pytest.raises(SlotUnavailable, match="cannot serve trials"):
+        WarmSlot("/bin/false", [], str(tmp_path), env)
+
+
+def lock_is_free(cache: Path) -> bool:
+    with open(cache / ".isaaclab_ray_warm.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
+
+
+def test_a_warp_cache_that_already_holds_compiled_kernels_lets_every_trial_start_at_once(tmp_path):
+    """Warp's own cache, as a plain ``isaaclab train`` on the node leaves it: no trial waits for another."""
+    cache = tmp_path / "warp"
+    module = cache / "1.17.0" / "wp_cartpole_kernels_0123abcd"
+    module.mkdir(parents=True)
+    cold = WarmCacheLock(str(cache), ["isaaclab", "train"])
+    assert not lock_is_free(cache), "no kernels yet: the first trial compiles alone"
+    cold.release()
+    (module / "wp_cartpole_kernels_0123abcd.cpu1234.o").write_bytes(b"\x7fELF")
+    warm = WarmCacheLock(str(cache), ["isaaclab", "train"])
+    assert lock_is_free(cache)
+    warm.release()
