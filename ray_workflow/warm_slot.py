@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 READY_TIMEOUT_S = 300.0  # imports on a busy node, with a cold disk cache
+# The slot's last argument: room in its command line for each trainer to show its own there (``ps``, psutil).
+TITLE_ROOM = " " * 8192
 
 
 class SlotUnavailable(RuntimeError):
@@ -76,7 +78,7 @@ class WarmSlot:
         self.errors = tempfile.TemporaryFile()  # what the imports print; a pipe nobody reads could fill and block
         try:
             self.process = subprocess.Popen(
-                [interpreter, __file__, str(theirs.fileno()), *imports],
+                [interpreter, __file__, str(theirs.fileno()), *imports, TITLE_ROOM],
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
@@ -255,6 +257,7 @@ def _become_trainer(request: dict, slot_pid: int) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     args = request["args"]
+    _show_as([sys.executable, *args])
     if args[0] == "-m":
         sys.argv = [args[1], *args[2:]]
         sys.path[0] = os.getcwd()
@@ -266,10 +269,24 @@ def _become_trainer(request: dict, slot_pid: int) -> None:
         runpy.run_path(script, run_name="__main__")
 
 
+def _show_as(argv: Sequence[str]) -> None:
+    """Show ``argv`` as this process's command line, as a fresh trainer's would be: the kernel reads it from the
+    memory the slot's own command line took (``TITLE_ROOM`` long), which the process may overwrite."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end, fields 48 and 49 of proc(5)
+        text = "\0".join(argv).encode()[: end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as memory:
+            memory.seek(start)
+            memory.write(text + b"\0" * (end - start - len(text)))
+    except (OSError, ValueError, IndexError):
+        pass  # ps shows the slot's command line; nothing else depends on it
+
+
 if __name__ == "__main__":
     _slot = socket.socket(fileno=int(sys.argv[1]))
     _slot_pid = os.getpid()
-    _trainer = _serve(_slot, sys.argv[2:])
+    _trainer = _serve(_slot, sys.argv[2:-1])
     # Only a forked trainer gets here; it ends as the program it runs ends (SystemExit, exceptions, atexit).
     del _slot
     _become_trainer(_trainer, _slot_pid)

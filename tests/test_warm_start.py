@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from conftest import PROJECT_ROOT, wait_for, wait_until_none
@@ -127,6 +128,9 @@ def test_warm_trainers_match_fresh_ones_bit_for_bit_through_crashes_stops_and_de
                                slot=slot)  # fmt: skip
         wait_for(lambda: "Learning iteration 1/" in (tmp_path / "stopped.log").read_text(errors="replace"), 300,
                  "the long trial to train")  # fmt: skip
+        # ps shows the trainer's own command line, as it would a fresh trainer's, not the slot's.
+        shown = psutil.Process(long.pgid).cmdline()
+        assert shown[: len(long.argv) + 1] == [interpreter, *long.argv], shown[:20]
         long.stop()
         assert long.poll() is not None and live_members(long.pgid) == []
         assert slot.alive()
