@@ -136,7 +136,8 @@ class CommandTrainable(tune.Trainable):
         return self.process
 
     def _slot_for(self, argv: list[str]) -> WarmSlot | None:
-        """This actor's warm slot for ``argv``, started on first use; None to start the trainer fresh."""
+        """This actor's warm slot for ``argv`` once it has imported; until then (and if it cannot serve) None:
+        the trainer starts fresh, while the slot imports beside it for the trials that follow."""
         if not self.warm_start:
             return None
         environment = {**os.environ, **self.job.env}
@@ -148,15 +149,20 @@ class CommandTrainable(tune.Trainable):
         if self.slot is not None and (self.slot.interpreter != script[0] or not self.slot.alive()):
             self.slot.close()
             self.slot = None
-        if self.slot is None:
-            try:
+        try:
+            if self.slot is None:
                 self.slot = WarmSlot(script[0], self.job.warm_imports, self.job.cwd, environment)
-            except SlotUnavailable as error:
-                logger.warning("%s; trials start fresh", error)
-                self.warm_start = False
                 return None
-            for problem in self.slot.missing:
-                logger.warning("the warm slot could not import %s", problem)
+            if not self.slot.ready():
+                return None
+        except SlotUnavailable as error:
+            logger.warning("%s; trials start fresh", error)
+            self.warm_start = False
+            self.slot = None
+            return None
+        for problem in self.slot.missing:
+            logger.warning("the warm slot could not import %s", problem)
+        self.slot.missing = []  # said once
         return self.slot
 
     def _reader(self) -> ScalarReader | None:

@@ -72,7 +72,8 @@ class WarmSlot:
     """The trial actor's side of one slot: start it, start trainers from it, learn their exit codes."""
 
     def __init__(self, interpreter: str, imports: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> None:
-        """Start the slot with the environment and cwd a fresh trainer would get, and wait until it has imported."""
+        """Start the slot with the environment and cwd a fresh trainer would get; it imports in the background
+        (``ready``), so that a trial need not wait for it."""
         self.interpreter = interpreter
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.errors = tempfile.TemporaryFile()  # what the imports print; a pipe nobody reads could fill and block
@@ -97,17 +98,32 @@ class WarmSlot:
         self.connection = ours
         self.buffer = b""
         self.exit_codes: dict[int, int] = {}
-        message = self._receive(READY_TIMEOUT_S)
-        if message is None or "ready" not in message:
-            why = message["unsafe"] if message and "unsafe" in message else self._stderr_tail() or "no answer"
+        self.started_at = time.monotonic()
+        self.import_s: float | None = None  # once ready: how long the imports took
+        self.missing: list[str] = []  # once ready: the imports that failed, with why
+
+    def ready(self, timeout_s: float = 0.0) -> bool:
+        """Whether the slot has imported and can start trainers (waiting up to ``timeout_s``); a slot that
+        cannot serve (its imports started CUDA, or it died) raises ``SlotUnavailable``."""
+        if self.import_s is not None:
+            return True
+        message = self._receive(timeout_s)
+        if message is None:
+            if self.process.poll() is None and time.monotonic() - self.started_at < READY_TIMEOUT_S:
+                return False
+            message = {}
+        if "ready" not in message:
+            why = message.get("unsafe") or self._stderr_tail() or f"no answer within {READY_TIMEOUT_S:g} s"
             self.close()
-            raise SlotUnavailable(f"the warm slot ({interpreter}) cannot serve trials: {why}")
-        self.import_s: float = message["ready"]
-        self.missing: list[str] = message.get("missing", [])
+            raise SlotUnavailable(f"the warm slot ({self.interpreter}) cannot serve trials: {why}")
+        self.import_s = message["ready"]
+        self.missing = message.get("missing", [])
+        return True
 
     def start(self, python_args: Sequence[str], output_fd: int, cwd: str | None, env: Mapping[str, str]) -> int:
         """Fork a trainer running ``interpreter *python_args``, its output on ``output_fd``; returns its pid
-        (which is also its process group)."""
+        (which is also its process group). Waits for the slot's imports if need be."""
+        self.ready(READY_TIMEOUT_S)
         request = json.dumps({"args": list(python_args), "cwd": cwd or os.getcwd(), "env": dict(env)}).encode()
         try:
             socket.send_fds(self.connection, [request + b"\n"], [output_fd])

@@ -112,7 +112,7 @@ def test_warm_trainers_match_fresh_ones_bit_for_bit_through_crashes_stops_and_de
     assert run(train_argv("fresh_deterministic", "--deterministic"), tmp_path, None)[0] == 0
     slot = WarmSlot(interpreter, imports, str(tmp_path), env)
     try:
-        assert slot.missing == []
+        assert slot.ready(timeout_s=300) and slot.missing == []
         code, first = run(train_argv("warm"), tmp_path, slot)
         assert code == 0 and first.warm, first.tail()
         assert first.pgid != slot.process.pid and os.getpgid(slot.process.pid) == slot.process.pid
@@ -162,7 +162,7 @@ def test_a_slots_trainers_die_with_it_and_a_slot_that_cannot_start_says_why(tmp_
     assert trainer.poll() is not None
 
     with pytest.raises(SlotUnavailable, match="cannot serve trials"):
-        WarmSlot("/bin/false", [], str(tmp_path), env)
+        WarmSlot("/bin/false", [], str(tmp_path), env).ready(timeout_s=60)
 
 
 def lock_is_free(cache: Path) -> bool:
