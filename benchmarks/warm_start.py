@@ -5,7 +5,7 @@
 2. The ``make demo-isaaclab`` sweep (4 trials x 60 iterations x 256 envs, 2 at once), whole.
 
 Warm and fresh run the same seeded sweeps; their results are compared trial by trial (every reported
-metric of every iteration). Needs ``make isaaclab``.   .venv/bin/python benchmarks/warm_start.py
+metric of every iteration). Needs ``make isaaclab``.   .venv/bin/python benchmarks/warm_start.py --trials 3; --trials 8 --iterations 10 --no_demo
 """
 
 import argparse
@@ -52,9 +52,27 @@ def gaps(clock: TrialClock) -> tuple[list[float], list[float]]:
     return first, between
 
 
+def demo_sweeps(rows: list) -> bool:
+    """The ``make demo-isaaclab`` sweep warm and fresh; whether their results are identical."""
+    import ray
+
+    os.environ.update(ISAACLAB_NUM_ENVS="256", ISAACLAB_MAX_ITERATIONS="60")
+    with local_clusters(1, num_cpus=2, prefix="bench-warm-demo") as (cluster,):
+        results = {}
+        for warm in (True, False):
+            _, took, curves = sweep(cluster.gcs_address, 4, 2, warm, f"demo_{warm}")
+            results[warm] = curves
+            rows.append(("make demo-isaaclab sweep", "warm" if warm else "fresh", [], [], took))
+            print(f"demo-isaaclab, {'warm' if warm else 'fresh'}: sweep {took:.1f} s", flush=True)
+        ray.shutdown()
+    return results[True] == results[False]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4, help="trials per one-at-a-time sweep")
+    parser.add_argument("--iterations", type=int, nargs="*", default=[10, 50], help="trial lengths to measure")
+    parser.add_argument("--no_demo", action="store_true", help="leave out the make demo-isaaclab sweep")
     args = parser.parse_args()
     os.environ.setdefault("ISAACLAB", str(CONFIG.parents[2] / ".venv-isaaclab" / "bin" / "isaaclab"))
     os.environ.setdefault("ISAACSIM_ASSET_ROOT", str(CONFIG.parents[2] / ".venv-isaaclab" / "assets"))
@@ -62,7 +80,7 @@ def main() -> int:
 
     rows = []
     identical = True
-    for iterations in (10, 50):
+    for iterations in args.iterations:
         os.environ.update(ISAACLAB_NUM_ENVS="64", ISAACLAB_MAX_ITERATIONS=str(iterations))
         with local_clusters(1, num_cpus=1, prefix=f"bench-warm{iterations}") as (cluster,):
             results = {}
@@ -74,16 +92,8 @@ def main() -> int:
                 print(f"{iterations} iterations, {'warm' if warm else 'fresh'}: sweep {took:.1f} s", flush=True)
             identical &= results[True] == results[False]
             ray.shutdown()
-    os.environ.update(ISAACLAB_NUM_ENVS="256", ISAACLAB_MAX_ITERATIONS="60")
-    with local_clusters(1, num_cpus=2, prefix="bench-warm-demo") as (cluster,):
-        results = {}
-        for warm in (True, False):
-            clock, took, curves = sweep(cluster.gcs_address, 4, 2, warm, f"demo_{warm}")
-            results[warm] = curves
-            rows.append(("make demo-isaaclab sweep", "warm" if warm else "fresh", [], [], took))
-            print(f"demo-isaaclab, {'warm' if warm else 'fresh'}: sweep {took:.1f} s", flush=True)
-        identical &= results[True] == results[False]
-        ray.shutdown()
+    if not args.no_demo:
+        identical &= demo_sweeps(rows)
 
     def median(values: list[float]) -> str:
         return f"{statistics.median(values):.1f} s" if values else "-"
