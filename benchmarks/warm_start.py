@@ -5,7 +5,10 @@
 2. The ``make demo-isaaclab`` sweep (4 trials x 60 iterations x 256 envs, 2 at once), whole.
 
 Warm and fresh run the same seeded sweeps; their results are compared trial by trial (every reported
-metric of every iteration). Needs ``make isaaclab``.   .venv/bin/python benchmarks/warm_start.py --trials 3; --trials 8 --iterations 10 --no_demo
+metric of every iteration). Needs ``make isaaclab``.
+
+    .venv/bin/python benchmarks/warm_start.py --trials 3
+    .venv/bin/python benchmarks/warm_start.py --trials 8 --iterations 10 --no_demo
 """
 
 import argparse
