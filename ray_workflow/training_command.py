@@ -26,6 +26,8 @@ from ray_workflow.process_groups import end_process_group
 from ray_workflow.warm_slot import WarmSlot, die_with_parent, script_of
 
 OverrideStyle = Literal["hydra", "flags"]
+# The first line of a trial's output log when its trainer was forked from a warm slot.
+WARM_START_LINE = "[isaaclab_ray] trainer forked from this trial actor's warm slot"
 
 # Isaac Lab's train.py scripts print these. The root is shared by every run started from the same
 # folder, and may be relative to the trainer's cwd; the second line may come much later (rl_games
@@ -237,6 +239,8 @@ class TrainingProcess:
             read_end, write_end = os.pipe()
             try:
                 self.pgid = slot.start(script[1], write_end, cwd, environment)
+                with open(output_path, "ab") as log:
+                    log.write(f"{WARM_START_LINE} (slot {slot.process.pid}, trainer {self.pgid})\n".encode())
             except BaseException:
                 os.close(read_end)
                 raise

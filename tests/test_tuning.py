@@ -16,7 +16,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow.report import ERROR, FINISHED, STOPPED
 from ray_workflow.sweep import Sweep, load_sweep
-from ray_workflow.training_command import TrainerCheckpoints, TrainingJob
+from ray_workflow.training_command import WARM_START_LINE, TrainerCheckpoints, TrainingJob
 from ray_workflow.tuning import TunerSettings, run_sweep
 
 SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_trainer.py", "--spawn_child"))
@@ -362,3 +362,27 @@ def test_a_trial_no_node_can_hold_is_refused_in_one_line_before_the_sweep_writes
             )
         ), result.stderr[-2000:]
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trial_actors_later_trials_start_from_its_warm_slot_and_report_what_fresh_trials_report(ray_driver, tmp_path):
+    """One trial actor (trials need both CPUs, so they run one at a time): its first trial starts fresh while
+    the slot imports, the next ones fork from the slot; a sweep with --no_warm_start reports the same."""
+    sweep = scripted_sweep(
+        {"agent.quality": tune.grid_search([1.0, 2.0, 3.0])}, iterations=6, seconds_per_iteration=0.2
+    )
+    sweep = dataclasses.replace(sweep, job=dataclasses.replace(sweep.job, warm_imports=("json",)))
+    reports = {
+        warm: run_sweep(sweep, settings(tmp_path / str(warm), cpus_per_trial=2, warm_start=warm))
+        for warm in (True, False)
+    }
+    started_warm = {}
+    for warm, report in reports.items():
+        assert [trial.status for trial in report.trials] == [FINISHED] * 3, report.table
+        for trial in report.trials:
+            log = (tmp_path / str(warm) / "exp" / f"trial_{trial.trial_id}" / "training_output.log").read_text()
+            started_warm[warm, trial.hyperparameters["agent.quality"]] = log.startswith(WARM_START_LINE)
+    assert sum(started_warm[True, quality] for quality in (1.0, 2.0, 3.0)) == 2, started_warm
+    assert not any(started_warm[False, quality] for quality in (1.0, 2.0, 3.0))
+    curves = {warm: {t.hyperparameters["agent.quality"]: t.curve for t in r.trials} for warm, r in reports.items()}
+    assert curves[True] == curves[False]
+    assert wait_until_none(this_tests_processes, 30) == []

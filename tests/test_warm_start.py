@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ray_workflow.process_groups import live_members
 from ray_workflow.sweep import load_sweep
-from ray_workflow.training_command import TrainingProcess, WarmCacheLock
+from ray_workflow.training_command import WARM_START_LINE, TrainingProcess, WarmCacheLock
 from ray_workflow.warm_slot import SlotUnavailable, WarmSlot, script_of
 
 ISAACLAB_VENV = PROJECT_ROOT / ".venv-isaaclab"
@@ -115,6 +115,7 @@ def test_warm_trainers_match_fresh_ones_bit_for_bit_through_crashes_stops_and_de
         assert slot.ready(timeout_s=300) and slot.missing == []
         code, first = run(train_argv("warm"), tmp_path, slot)
         assert code == 0 and first.warm, first.tail()
+        assert first.output_path.read_text().startswith(WARM_START_LINE)
         assert first.pgid != slot.process.pid and os.getpgid(slot.process.pid) == slot.process.pid
         assert_same_run(tmp_path, "fresh", "warm")
 
