@@ -162,9 +162,7 @@ class WarmSlot:
             self.connection.settimeout(max(remaining, 0.0) if timeout_s > 0 else 0.0)
             try:
                 chunk = self.connection.recv(65536)
-            except (TimeoutError, BlockingIOError):
-                return None
-            except OSError:
+            except OSError:  # timed out (TimeoutError, BlockingIOError are OSErrors), or the slot is gone
                 return None
             if not chunk:
                 return None
