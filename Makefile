@@ -8,7 +8,7 @@ ISAACLAB_VENV := .venv-isaaclab
 ISAACLAB_INSTALLED := $(ISAACLAB_VENV)/.installed
 ISAACLAB_ENV := ISAACLAB=$(abspath $(ISAACLAB_VENV))/bin/isaaclab ISAACSIM_ASSET_ROOT=$(abspath $(ISAACLAB_VENV))/assets
 
-.PHONY: demo demo-isaaclab isaaclab slurm test lint clean
+.PHONY: demo demo-isaaclab isaaclab slurm k8s test lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,13 @@ slurm:
 		{ apt-get update -q >/dev/null && apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; \
 	else echo "make slurm: needs root to install $(SLURM_PACKAGES); the SLURM tests will be skipped"; fi
 
-test: lint slurm $(ISAACLAB_INSTALLED)
+# A real Kubernetes control plane for the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, KWOK, the KubeRay operator), built from pinned Go modules into ~/.cache/isaaclab_ray/k8s (k8s/build.sh).
+k8s:
+	@if command -v go >/dev/null; then k8s/build.sh >/dev/null; \
+	else echo "make k8s: needs Go 1.26 and the Go module proxy; the Kubernetes tests will be skipped"; fi
+
+test: lint slurm k8s $(ISAACLAB_INSTALLED)
 	$(PY) -m pytest
 
 clean:

@@ -31,15 +31,25 @@ class DiscoveryInputError(DiscoveryError, UserError, ValueError):
     """Addresses or names the user gave that cannot be written as clusters."""
 
 
+def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in pod.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
+
+
 def _head_state(pod: dict[str, Any] | None) -> tuple[bool, str]:
+    """Ready as ``kubectl get pods`` shows it (the Pod's Ready condition, so probes count), else why not."""
     if pod is None:
         return False, "no head pod yet"
+    name = pod["metadata"]["name"]
     phase = pod.get("status", {}).get("phase", "Unknown")
     ip = pod.get("status", {}).get("podIP")
     if phase != "Running":
-        return False, f"head pod {pod['metadata']['name']} is {phase}"
+        scheduled = _condition(pod, "PodScheduled")
+        why = f": {scheduled['message']}" if scheduled.get("status") == "False" and scheduled.get("message") else ""
+        return False, f"head pod {name} is {phase}{why}"
+    if _condition(pod, "Ready").get("status") != "True":
+        return False, f"head pod {name} is Running but not Ready"
     if not ip:
-        return False, f"head pod {pod['metadata']['name']} has no IP yet"
+        return False, f"head pod {name} has no IP yet"
     return True, ip
 
 

@@ -23,9 +23,12 @@ from ray_workflow.training_command import TrainingJob  # noqa: E402
 
 # The tests run with a home of their own, so that nothing they do reads or changes the user's: the address file,
 # the Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH), the tokens kept per cluster, the clusters' state.
-# Warp's kernel cache stays the machine's (a cold one costs about 50 s a node). The folder goes when the run ends.
+# Warp's kernel cache stays the machine's (a cold one costs about 50 s a node), and so do the Kubernetes binaries.
+# The folder goes when the run ends.
 AUTH_HOME = Path(tempfile.mkdtemp(prefix="pytest_ray_home_"))
 os.environ.setdefault("WARP_CACHE_PATH", str(Path.home() / ".cache" / "warp"))
+CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+os.environ.setdefault("ISAACLAB_RAY_K8S_CACHE", str(CACHE_HOME / "isaaclab_ray" / "k8s"))  # k8s/build.sh's
 os.environ["HOME"] = str(AUTH_HOME)
 os.environ["RAY_AUTH_TOKEN_PATH"] = str(AUTH_HOME / ".ray" / "auth_token")
 os.environ["ISAACLAB_RAY_TOKEN_DIR"] = str(AUTH_HOME / "tokens")

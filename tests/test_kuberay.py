@@ -1,25 +1,26 @@
-"""launch.py, the KubeRay templates and address discovery.
+"""launch.py, the KubeRay templates and address discovery, against a real Kubernetes control plane.
 
-The RayCluster CRD is KubeRay's real v1.7.0 one. No Kubernetes API server can run on these
-machines, so kubectl calls go to a stand-in kubectl (tests/standin/kubectl_standin.py) that
-records its arguments and stdin and answers like real kubectl; one test uses the real
-kubectl binary against an unreachable server to show its own error reaching the user.
+The offline checks use KubeRay's real v1.7.0 RayCluster CRD (our bundled copy). Everything that talks to a
+cluster runs against a real one (tests/k8s_harness.py, built by ``make k8s``): etcd, kube-apiserver,
+kube-controller-manager (its garbage collector included), kube-scheduler, the KubeRay operator and KWOK nodes
+shaped like GKE's L4 and CPU node pools, with the real kubectl. Each test works in a namespace of its own and
+asks the API server, never our own output, what is there.
 """
 
 import base64
+import dataclasses
+import hashlib
 import itertools
 import json
-import os
-import shutil
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
-import psutil
+import k8s_harness
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, wait_until_none
+from conftest import PROJECT_ROOT, wait_for
 
 from launch import KUBERAY_DEFAULTS
 from launch import main as launch_main
@@ -39,82 +40,56 @@ def validator():
     return crd_schema.validator_from_file(CRD)
 
 
-class StandInKubectl:
-    """The stand-in's state file and call log, and helpers to shape the pretend cluster."""
+@pytest.fixture(scope="module")
+def control_plane():
+    reason = k8s_harness.missing()
+    if reason:
+        pytest.skip(reason)
+    plane = k8s_harness.KubernetesForTests(k8s_harness.binaries())
+    plane.start()
+    yield plane
+    plane.stop()
 
-    def __init__(self, root: Path) -> None:
-        self.state_path, self.log_path = root / "state.json", root / "calls.jsonl"
-        self.bin = root / "bin"
-        self.bin.mkdir()
-        wrapper = self.bin / "kubectl"
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {PROJECT_ROOT}/tests/standin/kubectl_standin.py "$@"\n')
-        wrapper.chmod(0o755)
-        self.state = {"rayclusters": {}, "pods": []}
-        self.save()
-        self.log_path.write_text("")
 
-    def save(self) -> None:
-        self.state_path.write_text(json.dumps(self.state))
+class Namespace:
+    """One test's namespace on the real control plane, and what the API server says is in it."""
 
-    def load(self) -> dict:
-        self.state = json.loads(self.state_path.read_text())
-        return self.state
+    def __init__(self, plane: k8s_harness.KubernetesForTests, name: str) -> None:
+        self.plane, self.name = plane, name
 
-    def calls(self) -> list[dict]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+    def kubectl(self, *args: str, **options) -> str:
+        return self.plane.kubectl(*args, "--namespace", self.name, **options)
 
-    def add_cluster(self, name, namespace="ns", labels=OURS) -> None:
-        manifest = {
-            "apiVersion": "ray.io/v1",
-            "kind": "RayCluster",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-            "spec": {},
-        }
-        self.state["rayclusters"][f"{namespace}/{name}"] = {"manifest": manifest, "uid": f"u-{name}", "generation": 1}
-        self.save()
+    def items(self, kind: str, selector: str | None = None) -> list[dict]:
+        args = ["get", kind, "-o", "json", *(["-l", selector] if selector else [])]
+        return json.loads(self.kubectl(*args))["items"]
 
-    def add_head_pod(self, cluster, ip, namespace="ns", pending_polls=0, token=None) -> None:
-        """A head pod as KubeRay runs it; with ``token``, KubeRay's Secret and the env that references it."""
-        container = {"name": "ray-head"}
-        if token is not None:
-            secret = f"{cluster}-auth"  # the name is KubeRay's business: discovery follows the reference
-            data = {"auth_token": base64.b64encode(token.encode()).decode()}
-            self.state.setdefault("secrets", {})[f"{namespace}/{secret}"] = {"data": data}
-            reference = {"secretKeyRef": {"name": secret, "key": "auth_token"}}
-            container["env"] = [
-                {"name": "RAY_AUTH_MODE", "value": "token"},
-                {"name": "RAY_AUTH_TOKEN", "valueFrom": reference},
-            ]
-        self.state["pods"].append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": f"{cluster}-head-x7k2p",
-                    "namespace": namespace,
-                    "labels": {"ray.io/cluster": cluster, "ray.io/node-type": "head", **OURS},
-                },
-                "spec": {"containers": [container]},
-                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-                "standin": {"pending_polls": pending_polls},
-            }
-        )
-        self.save()
+    def names(self, kind: str, selector: str | None = None) -> list[str]:
+        return sorted(item["metadata"]["name"] for item in self.items(kind, selector))
+
+    def clusters(self) -> dict[str, dict]:
+        return {item["metadata"]["name"]: item for item in self.items("rayclusters.ray.io")}
+
+    def apply(self, document: dict) -> None:
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(document))
+
+    def foreign_cluster(self, name: str, labels: dict[str, str]) -> None:
+        """A RayCluster someone else made: rendered like ours, with their labels."""
+        small = (km.WorkerGroup(min_workers=0, max_workers=1, gpus=0, cpus=1, ram_gb=2, accelerator=None),)
+        cluster = spec(name=name, namespace=self.name, head_cpus=1, head_ram_gb=2, worker_groups=small)
+        manifest = km.render("local", dataclasses.replace(cluster, token_auth=False))
+        manifest["metadata"]["labels"] = labels
+        self.apply(manifest)
 
 
 @pytest.fixture
-def kubectl(tmp_path, monkeypatch):
-    standin = StandInKubectl(tmp_path)
-    monkeypatch.setenv("PATH", f"{standin.bin}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("STANDIN_KUBECTL_STATE", str(standin.state_path))
-    monkeypatch.setenv("STANDIN_KUBECTL_LOG", str(standin.log_path))
-    return standin
-
-
-def applied_clusters(kubectl: StandInKubectl) -> list[dict]:
-    """The RayClusters of the last ``kubectl apply`` (the user's token Secret goes with them)."""
-    (*_, call) = [call for call in kubectl.calls() if "apply" in call["argv"]]
-    return [document for document in yaml.safe_load_all(call["stdin"]) if document["kind"] == "RayCluster"]
+def kube(control_plane, monkeypatch, request):
+    name = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    control_plane.kubectl("create", "namespace", name)
+    for variable, value in control_plane.environment.items():
+        monkeypatch.setenv(variable, value)
+    yield Namespace(control_plane, name)
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def spec(**changes):
@@ -248,70 +223,94 @@ def launch(*args):
     return launch_main(["--crd", str(CRD), *args])
 
 
-def test_launch_applies_every_cluster_with_one_kubectl_apply(kubectl, capsys):
-    code = launch(
-        "--cluster_host",
-        "google_cloud",
-        "--namespace",
-        "ns",
-        "--image",
-        "img:1",
-        "--min_workers",
-        "4",
-        "--max_workers",
-        "16",
-        "--num_clusters",
-        "3",
-        "--kubectl_context",
-        "gke-prod",
+# Small clusters (one CPU head, no workers), so that many fit on the KWOK nodes at once.
+SMALL = ("--num_head_cpu", "1", "--head_ram_gb", "2", "--min_workers", "0")
+SEED_NAMES = [f"isaac-lab-hyperparameter-tuner-{i}" for i in (1, 2, 3)]
+
+
+def running_pods(kube: Namespace, count: int) -> list[dict]:
+    """The namespace's Pods once ``count`` of them are Running (the operator made them, KWOK runs them)."""
+
+    def all_running():
+        pods = kube.items("pods")
+        return pods if sum(pod["status"].get("phase") == "Running" for pod in pods) == count else None
+
+    return wait_for(all_running, 120, f"{count} Running pods in {kube.name}")
+
+
+def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_nodes(kube, capsys):
+    code = launch_main(
+        [
+            *("--cluster_host", "google_cloud", "--namespace", kube.name, "--image", "nvcr.io/nvidia/isaac-lab:2.3.0"),
+            *("--min_workers", "1", "--max_workers", "4", "--num_clusters", "3", "--kubectl_context", "pytest"),
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    (call,) = [call for call in kubectl.calls() if "apply" in call["argv"]]
-    assert call["argv"] == ["--context", "gke-prod", "apply", "--namespace", "ns", "-f", "-"]
-    secret, *applied = list(yaml.safe_load_all(call["stdin"]))
-    assert [m["metadata"]["name"] for m in applied] == [f"isaac-lab-hyperparameter-tuner-{i}" for i in (1, 2, 3)]
-    assert all(m["spec"]["workerGroupSpecs"][0]["minReplicas"] == 4 for m in applied)
-    assert "raycluster.ray.io/isaac-lab-hyperparameter-tuner-3 created" in out
-    # Every cluster reads the user's own Ray token from one Secret, which goes first.
-    assert secret["kind"] == "Secret" and secret["metadata"]["labels"] == OURS
-    assert {m["spec"]["authOptions"]["secretName"] for m in applied} == {secret["metadata"]["name"]}
+    assert "validated against the cluster's rayclusters.ray.io CRD" in out
+    clusters = kube.clusters()
+    assert sorted(clusters) == SEED_NAMES
+    assert all(c["metadata"]["labels"] == OURS for c in clusters.values())
+    assert [c["spec"]["workerGroupSpecs"][0]["minReplicas"] for c in clusters.values()] == [1, 1, 1]
+    # The operator makes a head and a worker per cluster; the scheduler puts GPU workers on the L4 nodes only
+    # (node selector and toleration right) and heads on the CPU pool (the L4 nodes' taint keeps them off).
+    pods = running_pods(kube, 6)
+    placed = {(p["metadata"]["labels"]["ray.io/cluster"], p["metadata"]["labels"]["ray.io/node-type"]): p for p in pods}
+    assert sorted(placed) == sorted(itertools.product(SEED_NAMES, ["head", "worker"]))
+    for (_, kind), pod in placed.items():
+        assert pod["spec"]["nodeName"].startswith("gke-l4-" if kind == "worker" else "gke-cpu-"), pod["spec"]
+        ray_container = pod["spec"]["containers"][0]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in ray_container["volumeMounts"]
+        gpus = ray_container["resources"]["limits"].get("nvidia.com/gpu")
+        assert gpus == ("1" if kind == "worker" else None)
+    for name in SEED_NAMES:
+        service = json.loads(kube.kubectl("get", "service", f"{name}-head-svc", "-o", "json"))
+        ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
+        assert (ports["dashboard"], ports["gcs-server"], ports["client"]) == (8265, 6379, 10001)
+    # The user's token in one Secret of ours, and every Ray container (autoscaler too) reads it from there.
+    secret_name = default_auth_secret()
+    secret = json.loads(kube.kubectl("get", "secret", secret_name, "-o", "json"))
+    assert secret["metadata"]["labels"] == OURS
     assert base64.b64decode(secret["data"]["auth_token"]).decode() == auth.user_token().value
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            env = {variable["name"]: variable for variable in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", container["name"]
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": "auth_token"}
 
 
-def test_launching_the_same_name_again_reconfigures_and_another_name_adds(kubectl, capsys):
-    assert launch("--namespace", "ns", "--image", "img:1", "--name", "tuner") == 0
-    assert launch("--namespace", "ns", "--image", "img:2", "--name", "tuner", "--max_workers", "8") == 0
-    assert launch("--namespace", "ns", "--image", "img:1", "--name", "tuner-cnn", "--gpu_per_worker", "2") == 0
+def test_launching_the_same_name_again_reconfigures_it_on_the_kube_api_and_another_name_adds(kube, capsys):
+    assert launch("--namespace", kube.name, "--image", "img:1", "--name", "tuner") == 0
+    assert launch("--namespace", kube.name, "--image", "img:2", "--name", "tuner", "--max_workers", "8") == 0
+    assert launch("--namespace", kube.name, "--image", "img:1", "--name", "tuner-cnn", "--gpu_per_worker", "2") == 0
     out = capsys.readouterr().out
     assert "raycluster.ray.io/tuner configured" in out and "raycluster.ray.io/tuner-cnn created" in out
-    clusters = kubectl.load()["rayclusters"]
-    assert sorted(clusters) == ["ns/tuner", "ns/tuner-cnn"]
-    assert clusters["ns/tuner"]["manifest"]["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 8
+    clusters = kube.clusters()
+    assert sorted(clusters) == ["tuner", "tuner-cnn"]
+    tuner = clusters["tuner"]
+    assert tuner["metadata"]["generation"] == 2 and tuner["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 8
+    assert tuner["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
+    # The operator follows: the head it runs now is the new image's.
+    wait_for(
+        lambda: [
+            pod
+            for pod in kube.items("pods", "ray.io/cluster=tuner,ray.io/node-type=head")
+            if pod["spec"]["containers"][0]["image"] == "img:2" and pod["status"].get("phase") == "Running"
+        ],
+        120,
+        "the operator to run tuner's head with img:2",
+    )
 
 
-def test_several_worker_groups_from_flag_lists(kubectl):
+def test_several_worker_groups_from_flag_lists_reach_the_kube_api(kube):
     assert (
         launch(
-            "--namespace",
-            "ns",
-            "--image",
-            "img",
-            "--min_workers",
-            "0",
-            "--max_workers",
-            "4",
-            "2",
-            "--gpu_per_worker",
-            "1",
-            "0",
-            "--worker_accelerator",
-            "nvidia-l4",
-            "none",
+            *("--namespace", kube.name, "--image", "img", "--min_workers", "0", "--max_workers", "4", "2"),
+            *("--gpu_per_worker", "1", "0", "--worker_accelerator", "nvidia-l4", "none"),
         )
         == 0
     )
-    (manifest,) = applied_clusters(kubectl)
+    (manifest,) = kube.clusters().values()
     groups = manifest["spec"]["workerGroupSpecs"]
     assert [(g["groupName"], g["maxReplicas"]) for g in groups] == [("nvidia-l4-group-0", 4), ("cpu-group-1", 2)]
 
@@ -328,35 +327,35 @@ def test_several_worker_groups_from_flag_lists(kubectl):
         ),
         (["--max_workers", "1", "2", "3", "--min_workers", "0", "1"], "--min_workers has 2 values"),
         (["--ray_version", "latest"], "--ray_version 'latest'"),
-        (["--namespace", "My NS"], "--namespace 'My NS' is not a valid Kubernetes namespace"),
+        (["--image", "img", "--namespace", "My NS"], "--namespace 'My NS' is not a valid Kubernetes namespace"),
     ],
 )
-def test_bad_input_is_refused_in_one_line_before_kubectl_runs(kubectl, capsys, args, message):
-    assert launch("--image", "img", *args) == 2
+def test_bad_input_is_refused_in_one_line_and_nothing_reaches_the_kube_api(kube, capsys, args, message):
+    assert launch("--image", "img", "--namespace", kube.name, *args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-    assert kubectl.calls() == []
+    assert kube.names("rayclusters.ray.io") == [] and kube.names("secrets") == []
 
 
 @pytest.mark.parametrize(
     ("flag", "value"), [("--cpu_per_worker", "-1"), ("--ram_gb_per_worker", "lots"), ("--gpu_per_worker", "0.5")]
 )
-def test_negative_or_non_numeric_resources_are_refused_by_the_flag_parser(kubectl, capsys, flag, value):
+def test_negative_or_non_numeric_resources_are_refused_before_the_kube_api(kube, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
-        launch("--image", "img", flag, value)
+        launch("--image", "img", "--namespace", kube.name, flag, value)
     assert exit_info.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
-    assert kubectl.calls() == []
+    assert kube.names("rayclusters.ray.io") == []
 
 
-def test_image_is_required_unless_dry_run(kubectl, capsys):
-    assert launch() == 2
+def test_image_is_required_unless_dry_run_which_touches_no_kube_object(kube, capsys):
+    assert launch("--namespace", kube.name) == 2
     assert "--image is required" in capsys.readouterr().err
-    assert launch("--dry_run", "--num_clusters", "2") == 0
+    assert launch("--namespace", kube.name, "--dry_run", "--num_clusters", "2") == 0
     captured = capsys.readouterr()
     assert len(list(yaml.safe_load_all(captured.out))) == 2
     assert "nothing applied" in captured.err
-    assert kubectl.calls() == []
+    assert kube.names("rayclusters.ray.io") == [] and kube.names("secrets") == []
 
 
 def test_undefined_template_variable_and_schema_failures_are_refused(tmp_path):
@@ -370,40 +369,54 @@ def test_undefined_template_variable_and_schema_failures_are_refused(tmp_path):
         km.render("quoted", spec(), configs_dir=tmp_path)
 
 
-def test_a_manifest_failing_the_schema_is_never_applied(kubectl, capsys, monkeypatch):
+def test_a_manifest_failing_the_live_crd_is_never_applied(kube, capsys, monkeypatch):
     original = km.template_context
 
-    def with_bad_version(cluster_spec):
+    def with_bad_count(cluster_spec):
         context = original(cluster_spec)
         context["worker_groups"][0]["max_workers"] = "many"
         return context
 
-    monkeypatch.setattr(km, "template_context", with_bad_version)
-    assert launch("--image", "img", "--num_clusters", "2") == 2
+    monkeypatch.setattr(km, "template_context", with_bad_count)
+    assert launch_main(["--image", "img", "--namespace", kube.name, "--num_clusters", "2"]) == 2
     assert "manifest fails the RayCluster schema at spec.workerGroupSpecs.0.maxReplicas" in capsys.readouterr().err
-    assert kubectl.calls() == []
+    assert kube.names("rayclusters.ray.io") == [] and kube.names("secrets") == []
 
 
-def test_without_crd_file_the_live_crd_is_used_else_the_bundled_one(kubectl, capsys):
-    kubectl.state["crd_file"] = str(CRD)
-    kubectl.save()
-    assert launch_main(["--image", "img", "--namespace", "ns"]) == 0
-    assert [c["argv"][:2] for c in kubectl.calls()] == [["get", "crd"], ["get", "secret"], ["apply", "--namespace"]]
-    assert "validated against the cluster's rayclusters.ray.io CRD" in capsys.readouterr().out
-    kubectl.state["crd_file"] = None
-    kubectl.save()
-    assert launch_main(["--image", "img", "--namespace", "ns"]) == 0
-    captured = capsys.readouterr()
-    assert 'rayclusters.ray.io" not found' in captured.err and "bundled" in captured.out
+def namespace_user(kube: Namespace, tmp_path: Path, user: str = "viewer") -> Path:
+    """A kubeconfig for ``user``, who may do what a Role in this namespace allows and nothing cluster-wide."""
+    config = yaml.safe_load(kube.plane.kubeconfig.read_text())
+    config["users"] = [{"name": user, "user": {"token": kube.plane.tokens[user]}}]
+    config["contexts"][0]["context"]["user"] = user
+    path = tmp_path / f"{user}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
-def test_kubectl_failure_shows_kubectls_own_message(kubectl, capsys):
-    kubectl.state["apply_error"] = (
-        'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me" cannot create'
+def test_a_user_who_may_not_read_crds_is_checked_against_the_bundled_crd(kube, capsys, monkeypatch, tmp_path):
+    kube.kubectl(
+        "create",
+        "role",
+        "rayclusters",
+        "--verb=get,list,create,patch,update,delete",
+        "--resource=rayclusters.ray.io,secrets",
     )
-    kubectl.save()
-    assert launch("--image", "img", "--namespace", "ns") == 1  # the world refused, not the user's input
-    assert 'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "me"' in capsys.readouterr().err
+    kube.kubectl("create", "rolebinding", "viewer-rayclusters", "--role=rayclusters", "--user=viewer")
+    monkeypatch.setenv("KUBECONFIG", str(namespace_user(kube, tmp_path)))
+    assert launch_main(["--image", "img", "--namespace", kube.name]) == 0
+    captured = capsys.readouterr()
+    assert 'User "viewer" cannot get resource "customresourcedefinitions"' in captured.err
+    assert "validated against bundled ray.io_rayclusters.yaml (KubeRay v1.7.0)" in captured.out
+    assert kube.names("rayclusters.ray.io") == ["isaac-lab-hyperparameter-tuner"]
+
+
+def test_kube_rbac_refusal_shows_kubectls_own_message_and_applies_nothing(kube, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(namespace_user(kube, tmp_path)))
+    assert launch("--image", "img", "--namespace", kube.name) == 1  # the world refused, not the user's input
+    err = capsys.readouterr().err
+    assert err.startswith("error: kubectl ") and "Error from server (Forbidden)" in err
+    assert 'User "viewer" cannot' in err and err.count("\n") == 1
+    assert kube.names("rayclusters.ray.io") == []
 
 
 def test_missing_kubectl_is_named(tmp_path, monkeypatch, capsys):
@@ -412,75 +425,118 @@ def test_missing_kubectl_is_named(tmp_path, monkeypatch, capsys):
     assert "kubectl not found on PATH" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(shutil.which("kubectl", path="/usr/bin:/usr/local/bin") is None, reason="no real kubectl here")
-def test_real_kubectl_error_reaches_the_user(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "dead",
-                "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "me"}}],
-                "users": [{"name": "me", "user": {"token": "x"}}],
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    monkeypatch.setenv("PATH", f"/usr/local/bin:/usr/bin:{os.environ['PATH']}")
+def test_a_stopped_kube_api_server_is_named_by_kubectl(control_plane, tmp_path, monkeypatch, capsys):
+    """The real kubectl against an API server address where nothing listens (as after the server stopped)."""
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    port = k8s_harness.free_port()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.setenv("PATH", control_plane.environment["PATH"])
     assert launch("--image", "img", "--namespace", "ns") == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: kubectl ") and " failed: " in err and "127.0.0.1:1 was refused" in err
+    assert err.startswith("error: kubectl ") and " failed: " in err and f"127.0.0.1:{port} was refused" in err
 
 
-def test_down_deletes_only_our_clusters_of_exactly_that_name_and_their_address_blocks(kubectl, capsys, tmp_path):
-    for name in ("tuner-1", "tuner-2", "other-1", "tuner", "tuner-ab", "tuner-1x", "tuners"):
-        kubectl.add_cluster(name)
-    kubectl.add_cluster("tuner-3", labels={"team": "someone-else"})
+def test_down_deletes_only_our_kube_clusters_of_exactly_that_name_and_the_garbage_collector_leaves_nothing(
+    kube, capsys, tmp_path
+):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2", *SMALL) == 0
+    for name in ("tuner", "other-1", "tuner-ab", "tuner-1x", "tuners"):
+        assert launch("--namespace", kube.name, "--image", "img", "--name", name, *SMALL) == 0
+    kube.foreign_cluster("tuner-3", {"team": "someone-else"})
+    kube.foreign_cluster("tuner-b", {})
+    running_pods(kube, 9)
     addresses = tmp_path / "ray_address"
     listed = [
         address_file.ClusterAddress(name, f"http://10.8.0.{i}:8265") for i, name in enumerate(("tuner-1", "other-1"))
     ]
     address_file.write(listed, addresses)
-    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns", "--address_file", str(addresses)]) == 0
+    assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name, "--address_file", str(addresses)]) == 0
     assert address_file.read(addresses) == listed[1:]
     assert "deleted RayCluster tuner, tuner-1, tuner-2" in capsys.readouterr().out
-    (delete,) = [call["argv"] for call in kubectl.calls() if "delete" in call["argv"]]
-    assert delete == ["delete", "rayclusters.ray.io", "--namespace", "ns", "tuner", "tuner-1", "tuner-2"]
-    left = ["ns/other-1", "ns/tuner-1x", "ns/tuner-3", "ns/tuner-ab", "ns/tuners"]
-    assert sorted(kubectl.load()["rayclusters"]) == left
-    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
+    left = ["other-1", "tuner-1x", "tuner-3", "tuner-ab", "tuner-b", "tuners"]
+    assert sorted(kube.clusters()) == left
+    # Kubernetes' garbage collector removes what the operator made for the deleted clusters, and only that.
+    wait_for(
+        lambda: sorted({p["metadata"]["labels"]["ray.io/cluster"] for p in kube.items("pods")}) == left,
+        120,
+        "the garbage collector to remove the deleted clusters' pods",
+    )
+    wait_for(
+        lambda: kube.names("services") == [f"{name}-head-svc" for name in left], 120, "the deleted clusters' services"
+    )
+    assert default_auth_secret() in kube.names("secrets"), "other clusters still read their token from it"
+    assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name]) == 0
     assert "no RayCluster of ours named 'tuner'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["", "tuner*", "Tuner", "a/b", "x\ny"])
-def test_down_refuses_a_name_that_is_not_a_cluster_name(kubectl, capsys, name):
-    kubectl.add_cluster("tuner-1")
-    assert launch_main(["--down", "--name", name, "--namespace", "ns"]) == 2
+def test_down_refuses_a_name_that_is_not_a_cluster_name_and_deletes_no_kube_object(kube, capsys, name):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2") == 0
+    assert launch_main(["--down", "--name", name, "--namespace", kube.name]) == 2
     assert "is not a valid Kubernetes name" in capsys.readouterr().err
-    assert sorted(kubectl.load()["rayclusters"]) == ["ns/tuner-1"]
+    assert sorted(kube.clusters()) == ["tuner-1", "tuner-2"]
 
 
 def grok(*args):
     return discovery_main(["kubectl", *args])
 
 
-def test_discovery_waits_for_head_pods_and_writes_clusters_in_name_order(kubectl, tmp_path, capsys):
-    for name, ip, pending in (("tuner-2", "10.8.0.12", 2), ("tuner-1", "10.8.0.11", 0)):
-        kubectl.add_cluster(name)
-        kubectl.add_head_pod(name, ip, pending_polls=pending)
-    kubectl.add_cluster("theirs", labels={})
-    kubectl.add_head_pod("theirs", "10.9.9.9")
-    output = tmp_path / "ray_address"
-    assert grok("--namespace", "ns", "--output", str(output), "--timeout_s", "30") == 0
-    assert output.read_text() == (
-        "# Cluster: tuner-1\nhttp://10.8.0.11:8265\n# Cluster: tuner-2\nhttp://10.8.0.12:8265\n"
+def head_endpoint(kube: Namespace, cluster: str) -> str:
+    """The dashboard address the head Service's EndpointSlice gives, as a job inside the cluster reaches it."""
+    (endpoints,) = kube.items("endpointslices", f"kubernetes.io/service-name={cluster}-head-svc")
+    (port,) = [port["port"] for port in endpoints["ports"] if port["name"] == "dashboard"]
+    (endpoint,) = endpoints["endpoints"]
+    assert endpoint["conditions"]["ready"] is True
+    return f"http://{endpoint['addresses'][0]}:{port}"
+
+
+def test_discovery_waits_until_every_kube_head_is_ready_and_writes_the_services_endpoints(kube, tmp_path, capsys):
+    """tuner-2's head asks for more CPU than any node has; a bigger node joins while discovery waits."""
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-1", "--min_workers", "0") == 0
+    assert (
+        launch(
+            "--namespace",
+            kube.name,
+            "--image",
+            "img",
+            "--name",
+            "tuner-2",
+            "--min_workers",
+            "0",
+            "--num_head_cpu",
+            "40",
+        )
+        == 0
     )
-    assert "waiting for 1 of 2 cluster(s): tuner-2: head pod tuner-2-head-x7k2p is Pending" in capsys.readouterr().err
-    gets = [c["argv"] for c in kubectl.calls() if c["argv"][:2] == ["get", "pods"]]
-    assert gets[0] == ["get", "pods", "--namespace", "ns", "-l", "ray.io/node-type=head", "-o", "json"]
-    assert len(gets) == 3
+    kube.foreign_cluster("theirs", {})
+    output = tmp_path / "ray_address"
+    result = {}
+    waiting = threading.Thread(
+        target=lambda: result.setdefault(
+            "code", grok("--namespace", kube.name, "--output", str(output), "--timeout_s", "120")
+        )
+    )
+    waiting.start()
+    reported = []
+    try:
+        wait_for(
+            lambda: reported.append(capsys.readouterr().err) or "Insufficient cpu" in "".join(reported),
+            60,
+            "discovery to report why tuner-2's head waits",
+        )
+    finally:
+        kube.plane.add_node(
+            f"big-{kube.name}", {**k8s_harness.CPU_NODE, "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"}}
+        )
+        waiting.join()
+    assert result["code"] == 0
+    assert "waiting for 1 of 2 cluster(s): tuner-2: head pod tuner-2-head-" in "".join(reported)
+    assert address_file.read(output) == [
+        address_file.ClusterAddress(name, head_endpoint(kube, name)) for name in ("tuner-1", "tuner-2")
+    ]
+    kube.plane.kubectl("delete", "node", f"big-{kube.name}")
 
 
 def test_clusters_run_with_token_auth_unless_asked_not_to(validator):
@@ -491,48 +547,55 @@ def test_clusters_run_with_token_auth_unless_asked_not_to(validator):
     assert open_manifest["spec"]["authOptions"] == {"mode": "disabled"}
 
 
-def test_clusters_read_the_users_token_from_one_secret_that_down_removes_with_the_last_cluster(kubectl, capsys):
+def secret_token(kube: Namespace, name: str) -> str:
+    secret = json.loads(kube.kubectl("get", "secret", name, "-o", "json"))
+    return base64.b64decode(secret["data"]["auth_token"]).decode()
+
+
+def test_kube_clusters_read_the_users_token_from_one_secret_that_down_removes_with_the_last_cluster(kube, capsys):
     secret = default_auth_secret()
-    assert launch("--namespace", "ns", "--image", "img", "--name", "tuner", "--num_clusters", "2") == 0
-    assert launch("--namespace", "ns", "--image", "img", "--name", "other") == 0
-    stored = kubectl.load()["secrets"][f"ns/{secret}"]
-    assert base64.b64decode(stored["data"]["auth_token"]).decode() == auth.user_token().value
-    clusters = kubectl.state["rayclusters"]
-    assert {c["manifest"]["spec"]["authOptions"]["secretName"] for c in clusters.values()} == {secret}
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2", *SMALL) == 0
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "other", *SMALL) == 0
+    assert secret_token(kube, secret) == auth.user_token().value
+    assert {c["spec"]["authOptions"]["secretName"] for c in kube.clusters().values()} == {secret}
     assert auth.user_token().value not in capsys.readouterr().out
 
-    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
-    assert f"ns/{secret}" in kubectl.load()["secrets"], "cluster 'other' still reads its token from the Secret"
-    assert launch_main(["--down", "--name", "other", "--namespace", "ns"]) == 0
-    assert f"ns/{secret}" not in kubectl.load()["secrets"]
+    assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name]) == 0
+    assert secret in kube.names("secrets"), "cluster 'other' still reads its token from the Secret"
+    assert launch_main(["--down", "--name", "other", "--namespace", kube.name]) == 0
+    assert secret not in kube.names("secrets")
     assert "deleted Secret" in capsys.readouterr().err
 
 
-def test_a_secret_that_is_not_ours_is_used_as_it_is_and_never_deleted(kubectl):
-    theirs = {"data": {"auth_token": base64.b64encode(b"team-token").decode()}, "labels": {}}
-    kubectl.state["secrets"] = {"ns/team-token": theirs}
-    kubectl.save()
-    assert launch("--namespace", "ns", "--image", "img", "--name", "tuner", "--auth_secret", "team-token") == 0
-    assert kubectl.load()["secrets"] == {"ns/team-token": theirs}
-    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [
+def test_a_kube_secret_that_is_not_ours_is_used_as_it_is_and_never_deleted(kube):
+    kube.kubectl("create", "secret", "generic", "team-token", "--from-literal=auth_token=team-token")
+    before = json.loads(kube.kubectl("get", "secret", "team-token", "-o", "json"))
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--auth_secret", "team-token") == 0
+    assert [c["spec"]["authOptions"] for c in kube.clusters().values()] == [
         {"mode": "token", "secretName": "team-token"}
     ]
-    assert launch_main(["--down", "--name", "tuner", "--namespace", "ns"]) == 0
-    assert kubectl.load()["secrets"] == {"ns/team-token": theirs}
+    assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name]) == 0
+    after = json.loads(kube.kubectl("get", "secret", "team-token", "-o", "json"))
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert kube.names("secrets") == ["team-token"]
 
 
-def test_no_auth_from_the_command_line_applies_clusters_without_token_auth_and_no_secret(kubectl):
-    assert launch("--namespace", "ns", "--image", "img", "--num_clusters", "2", "--no_auth") == 0
-    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [{"mode": "disabled"}] * 2
-    assert kubectl.load().get("secrets", {}) == {}
+def test_no_auth_applies_kube_clusters_without_token_auth_and_no_secret(kube):
+    assert launch("--namespace", kube.name, "--image", "img", "--num_clusters", "2", "--no_auth", *SMALL) == 0
+    assert [c["spec"]["authOptions"] for c in kube.clusters().values()] == [{"mode": "disabled"}] * 2
+    pods = running_pods(kube, 2)
+    assert all("RAY_AUTH_TOKEN" not in json.dumps(pod["spec"]) for pod in pods)
+    assert kube.names("secrets") == []
 
 
-def test_cluster_token_leaves_the_token_to_kuberay_and_dry_run_never_shows_a_token(kubectl, capsys):
-    assert launch("--namespace", "ns", "--image", "img", "--cluster_token") == 0
-    assert [c["spec"]["authOptions"] for c in applied_clusters(kubectl)] == [{"mode": "token"}]
-    assert kubectl.load().get("secrets", {}) == {}
+def test_cluster_token_leaves_the_token_to_the_kuberay_operator_and_dry_run_never_shows_a_token(kube, capsys):
+    assert launch("--namespace", kube.name, "--image", "img", "--cluster_token", *SMALL) == 0
+    assert [c["spec"]["authOptions"] for c in kube.clusters().values()] == [{"mode": "token"}]
+    # The operator makes the cluster's own Secret; none of ours is there.
+    made = wait_for(lambda: kube.items("secrets"), 60, "the operator's token Secret")
+    assert [secret["metadata"].get("labels", {}).get(KUBERAY_OWNER_LABEL) for secret in made] == [None]
     capsys.readouterr()
-    assert launch("--namespace", "ns", "--image", "img", "--dry_run") == 0
+    assert launch("--namespace", kube.name, "--image", "img", "--dry_run") == 0
     captured = capsys.readouterr()
     assert (
         f"secretName: {default_auth_secret()}" in captured.out and "holding your Ray token (not shown)" in captured.err
@@ -540,80 +603,45 @@ def test_cluster_token_leaves_the_token_to_kuberay_and_dry_run_never_shows_a_tok
     assert auth.user_token().value not in captured.out + captured.err
 
 
-def test_discovery_keeps_each_clusters_token_from_kuberays_secret_and_never_prints_it(kubectl, tmp_path, capsys):
-    for name, ip, token in (("tuner-1", "10.8.0.11", "secret-one"), ("tuner-2", "10.8.0.12", "secret-two")):
-        kubectl.add_cluster(name)
-        kubectl.add_head_pod(name, ip, token=token)
-    assert grok("--namespace", "ns", "--output", str(tmp_path / "ray_address"), "--timeout_s", "30") == 0
-    assert auth.http_headers("http://10.8.0.11:8265") == {"Authorization": "Bearer secret-one"}
-    assert auth.token_for("http://10.8.0.12:8265").value == "secret-two"
-    assert oct(auth.token_path("http://10.8.0.12:8265").stat().st_mode & 0o777) == "0o600"
+def test_discovery_keeps_each_kube_clusters_token_from_the_operators_secret_and_never_prints_it(kube, tmp_path, capsys):
+    for name in ("tuner-1", "tuner-2"):
+        assert launch("--namespace", kube.name, "--image", "img", "--name", name, "--cluster_token", *SMALL) == 0
+    assert grok("--namespace", kube.name, "--output", str(tmp_path / "ray_address"), "--timeout_s", "120") == 0
+    clusters = address_file.read(tmp_path / "ray_address")
+    assert [cluster.name for cluster in clusters] == ["tuner-1", "tuner-2"]
+    tokens = set()
+    for cluster in clusters:
+        (secret,) = [
+            item
+            for item in kube.items("secrets")
+            if [owner["name"] for owner in item["metadata"].get("ownerReferences", [])] == [cluster.name]
+        ]
+        token = base64.b64decode(secret["data"]["auth_token"]).decode()
+        assert auth.http_headers(cluster.dashboard_url) == {"Authorization": f"Bearer {token}"}
+        assert oct(auth.token_path(cluster.dashboard_url).stat().st_mode & 0o777) == "0o600"
+        tokens.add(token)
+    assert len(tokens) == 2
     captured = capsys.readouterr()
-    assert "secret-" not in captured.out + captured.err
-    assert "secret-" not in (tmp_path / "ray_address").read_text()
+    for token in tokens:
+        assert token not in captured.out + captured.err + (tmp_path / "ray_address").read_text()
 
 
-def test_discovery_names_the_cluster_that_never_becomes_ready_and_writes_nothing(kubectl, tmp_path, capsys):
-    kubectl.add_cluster("tuner-1")
-    kubectl.add_head_pod("tuner-1", "10.8.0.11")
-    kubectl.add_cluster("tuner-2")
+def test_discovery_names_the_kube_head_that_cannot_be_scheduled_and_writes_nothing(kube, tmp_path, capsys):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-1", *SMALL) == 0
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-2", "--num_head_cpu", "500") == 0
     output = tmp_path / "ray_address"
     output.write_text("# Cluster: keep\nhttp://1.2.3.4:8265\n")
-    assert grok("--namespace", "ns", "--output", str(output), "--timeout_s", "1") == 1
-    assert "not ready after 1 s: tuner-2: no head pod yet" in capsys.readouterr().err
+    assert grok("--namespace", kube.name, "--output", str(output), "--timeout_s", "15") == 1
+    err = capsys.readouterr().err
+    assert "not ready after 15 s: tuner-2: head pod tuner-2-head-" in err
+    assert "is Pending: 0/" in err and "Insufficient cpu" in err
     assert output.read_text() == "# Cluster: keep\nhttp://1.2.3.4:8265\n"
 
 
-def test_discovery_with_no_clusters_of_ours_says_so(kubectl, capsys):
-    assert grok("--namespace", "ns", "--name", "tuner") == 1
-    assert "no RayCluster of ours named 'tuner' (or tuner-N) in namespace ns" in capsys.readouterr().err
-
-
-def test_port_forward_mode_writes_local_addresses_and_ends_its_forwards(kubectl, tmp_path):
-    for name in ("tuner-1", "tuner-2"):
-        kubectl.add_cluster(name)
-        kubectl.add_head_pod(name, "10.8.0.1")
-    output = tmp_path / "ray_address"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    process = subprocess.Popen(
-        [
-            str(PROJECT_ROOT / "grok_cluster_address_with_kubectl.sh"),
-            "--namespace",
-            "ns",
-            "--port_forward",
-            "--output",
-            str(output),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        check_forwards_and_interrupt(process, output, kubectl)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-            process.wait()
-
-
-def check_forwards_and_interrupt(process: subprocess.Popen, output: Path, kubectl: StandInKubectl) -> None:
-    for line in process.stdout:
-        if "Ctrl-C stops forwarding" in line:
-            break
-    # The grok script's kubectl port-forward children, by pid: after Ctrl-C not one may be left.
-    forwarders = psutil.Process(process.pid).children(recursive=True)
-    assert len(forwarders) >= 2, forwarders
-    clusters = address_file.read(output)
-    assert [c.name for c in clusters] == ["tuner-1", "tuner-2"]
-    assert all(c.dashboard_url.startswith("http://127.0.0.1:") for c in clusters)
-    forwards = [c["argv"] for c in kubectl.calls() if c["argv"][0] == "port-forward"]
-    assert forwards == [
-        ["port-forward", "--namespace", "ns", f"svc/{n}-head-svc", ":8265"] for n in ("tuner-1", "tuner-2")
-    ]
-    os.killpg(process.pid, 2)
-    assert process.wait(timeout=20) == 0
-    assert wait_until_none(lambda: [p for p in forwarders if p.is_running() and p.status() != "zombie"], 10) == []
+def test_discovery_with_no_kube_clusters_of_ours_says_so(kube, capsys):
+    kube.foreign_cluster("tuner", {})
+    assert grok("--namespace", kube.name, "--name", "tuner") == 1
+    assert f"no RayCluster of ours named 'tuner' (or tuner-N) in namespace {kube.name}" in capsys.readouterr().err
 
 
 def test_grok_ray_address_writes_given_heads(tmp_path):
@@ -763,6 +791,6 @@ def test_check_refuses_yaml_aliases_at_once_instead_of_expanding_them(tmp_path, 
     assert time.monotonic() - started < 10
 
 
-def test_a_cluster_host_outside_cluster_configs_is_refused(kubectl, capsys):
+def test_a_cluster_host_outside_cluster_configs_is_refused(capsys):
     assert launch("--cluster_host", "../kuberay_crd/..", "--image", "img", "--dry_run") == 2
     assert "--cluster_host '../kuberay_crd/..': no kuberay.yaml.jinja there" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane the tests run, from pinned Go module versions, into a cache
+# outside the repository (reused while this folder is unchanged), and prints the folder of binaries.
+#   k8s/build.sh           build if needed, print the folder
+#   k8s/build.sh --where   print the folder only
+# Nothing is downloaded but Go modules (GOPROXY); no containers, no kind, no release tarballs.
+set -euo pipefail
+
+KWOK_VERSION=v0.8.0
+# The newest KubeRay operator the Go module proxy serves: v1.7.0 (the bundled CRD's version) is refused
+# there (403, "not available"). v1.6.1 reads everything our manifests use (authOptions.secretName included);
+# the tests install the bundled v1.7.0 CRD, as a user who upgrades the CRD first has.
+KUBERAY_VERSION=v1.6.1
+
+here=$(cd "$(dirname "$0")" && pwd)
+key=$(cd "$here" && cat build.sh control-plane/go.mod control-plane/go.sum etcd/go.mod etcd/go.sum etcd/main.go \
+	| sha256sum | cut -c1-16)
+cache=${ISAACLAB_RAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isaaclab_ray/k8s}
+bin="$cache/$key/bin"
+if [ "${1:-}" = --where ]; then echo "$bin"; exit 0; fi
+if [ -f "$bin/.complete" ]; then echo "$bin"; exit 0; fi
+command -v go >/dev/null || { echo "k8s/build.sh: needs Go 1.26 (go is not on PATH)" >&2; exit 1; }
+
+mkdir -p "$cache/$key"
+staging=$(mktemp -d "$cache/$key/building.XXXXXX")
+chmod 755 "$staging"
+trap 'rm -rf "$staging"' EXIT
+started=$(date +%s)
+step() { echo "k8s/build.sh: $* ($(( $(date +%s) - started )) s)" >&2; }
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+step "etcd v3.6 from go.etcd.io/etcd/server/v3"
+(cd "$here/etcd" && go build -ldflags=-s -o "$staging/etcd" .)
+step "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from k8s.io/kubernetes"
+(cd "$here/control-plane" && go build -ldflags=-s -o "$staging/" k8s.io/kubernetes/cmd/kube-apiserver \
+	k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+step "kwok $KWOK_VERSION"
+GOBIN="$staging" go install -ldflags=-s "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+# kwok runs only the stages it is given: kwokctl's defaults (nodes Ready with heartbeats and leases,
+# Pods Running and Ready, deleted Pods gone), from the same module.
+kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+	pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+	cat "$kwok_dir/kustomize/stage/$stage.yaml"
+	echo "---"
+done > "$staging/kwok-stages.yaml"
+step "KubeRay operator $KUBERAY_VERSION"
+GOBIN="$staging" go install -ldflags=-s "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
+# The operator watches RayJobs, RayServices and RayCronJobs too: their CRDs, as its Helm chart installs them.
+kuberay_dir=$(go mod download -json "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION" \
+	| sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+mkdir "$staging/kuberay-crds"
+cp "$kuberay_dir"/config/crd/bases/ray.io_*.yaml "$staging/kuberay-crds/"
+touch "$staging/.complete"
+# Two builds at once: the first to finish installs its folder, the other's is dropped.
+mv -T "$staging" "$bin" 2>/dev/null || [ -f "$bin/.complete" ]
+trap - EXIT
+rm -rf "$staging"
+step "done: $(du -sh "$bin" | cut -f1) in $bin"
+echo "$bin"
