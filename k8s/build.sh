@@ -43,6 +43,8 @@ for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-
 	cat "$kwok_dir/kustomize/stage/$stage.yaml"
 	echo "---"
 done > "$staging/kwok-stages.yaml"
+# kubectl port-forward to a KWOK pod reaches the address a PortForward object names.
+cp "$kwok_dir/kustomize/crd/bases/kwok.x-k8s.io_portforwards.yaml" "$staging/"
 step "KubeRay operator $KUBERAY_VERSION"
 GOBIN="$staging" go install -ldflags=-s "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION"
 # The operator watches RayJobs, RayServices and RayCronJobs too: their CRDs, as its Helm chart installs them.

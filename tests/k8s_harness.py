@@ -271,6 +271,7 @@ class KubernetesForTests:
         self.kubeconfig.chmod(0o600)
 
     def _start_kwok(self) -> None:
+        self.kubectl("apply", "--server-side", "-f", str(self.bin / "kwok.x-k8s.io_portforwards.yaml"))
         self.kwok_port = free_port()
         _write_key_and_certificate(self.root / "kwok.key", self.root / "kwok.crt", "kwok")
         self._spawn(
@@ -291,6 +292,7 @@ class KubernetesForTests:
                 f"--tls-cert-file={self.root / 'kwok.crt'}",
                 f"--tls-private-key-file={self.root / 'kwok.key'}",
                 "--node-lease-duration-seconds=40",
+                "--enable-crds=PortForward",
             ],
         )
 
@@ -312,6 +314,17 @@ class KubernetesForTests:
                 f"--kubeconfig={self.kubeconfig}",
             ],
         )
+
+    def forward_pod(self, namespace: str, pod: str, port: int, target: str) -> None:
+        """``kubectl port-forward`` to ``pod``'s ``port`` reaches ``target`` (HOST:PORT) on this machine."""
+        host, _, target_port = target.rpartition(":")
+        forward = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "PortForward",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"forwards": [{"ports": [port], "target": {"address": host, "port": int(target_port)}}]},
+        }
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(forward))
 
     def add_node(self, name: str, shape: dict[str, Any]) -> None:
         node = {
