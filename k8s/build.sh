@@ -52,6 +52,9 @@ kuberay_dir=$(go mod download -json "github.com/ray-project/kuberay/ray-operator
 	| sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 mkdir "$staging/kuberay-crds"
 cp "$kuberay_dir"/config/crd/bases/ray.io_*.yaml "$staging/kuberay-crds/"
+# KubeRay's own RayCluster samples: the tests check that the API server and our offline check agree on them.
+mkdir "$staging/kuberay-samples"
+cp "$kuberay_dir"/config/samples/ray-cluster*.yaml "$staging/kuberay-samples/"
 touch "$staging/.complete"
 # Two builds at once: the first to finish installs its folder, the other's is dropped.
 mv -T "$staging" "$bin" 2>/dev/null || [ -f "$bin/.complete" ]

@@ -1,17 +1,23 @@
-"""Validating manifests offline against a CustomResourceDefinition's ``openAPIV3Schema``.
+"""Validating manifests offline against a CustomResourceDefinition's ``openAPIV3Schema``, as the API server does.
 
 The schema is turned into JSON Schema the way a Kubernetes API server reads it: unknown
 fields are errors (strict field validation), ``nullable`` admits null, int32/int64
-formats bound integers, ``x-kubernetes-preserve-unknown-fields`` keeps an object open and
-the other ``x-kubernetes-*`` keys are dropped. CEL rules (``x-kubernetes-validations``)
-are not evaluated; the only two in the RayCluster CRD guard fields we never set. As the API
-server does, the schema's defaults are filled in before anything is checked, so a field that is
-required but defaulted (a worker group's ``minReplicas``) may be left out.
+formats bound integers, ``x-kubernetes-preserve-unknown-fields`` keeps an object open.
+Before anything is checked, as the server does, a null where the schema does not allow one is
+dropped and the schema's defaults are filled in (so a field that is required but defaulted, a
+worker group's ``minReplicas``, may be left out). List maps and sets (``x-kubernetes-list-type``)
+refuse duplicates, and ``metadata.name`` must be a DNS subdomain. CEL rules
+(``x-kubernetes-validations``) are not evaluated; the only two in the RayCluster CRD guard fields
+we never set. Each problem is said as the server says it, with its field path
+(``spec.workerGroupSpecs[0].maxReplicas: Invalid value: ...``); tests/test_kuberay.py compares
+both on every template's output, KubeRay's samples and mutations of them.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,10 +126,85 @@ def validator_from_file(path: Path, version: str = "v1") -> CrdSchema:
         raise CrdError(f"{path}: {error}") from None
 
 
-def errors(schema: CrdSchema, manifest: dict[str, Any]) -> list[str]:
-    """Every schema violation as ``path: message``, sorted; empty when the manifest is valid."""
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def without_nulls(node: dict[str, Any], value: Any) -> Any:
+    """``value`` without the nulls its schema does not admit: the API server drops those before validating."""
+    if isinstance(value, dict) and node.get("type") == "object":
+        kept = {}
+        for name, child_value in value.items():
+            child = node.get("properties", {}).get(name, node.get("additionalProperties"))
+            child = child if isinstance(child, dict) else {}
+            if child_value is None and not child.get("nullable"):
+                continue
+            kept[name] = without_nulls(child, child_value)
+        return kept
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [without_nulls(node["items"], item) for item in value]
+    return value
+
+
+def field_path(parts: Any) -> str:
+    """``spec.workerGroupSpecs[0].maxReplicas``: the API server's way of naming a field."""
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _duplicates(node: dict[str, Any], value: Any, path: list[Any]) -> list[str]:
+    """Items that a list map (same keys) or a list set (same item) holds twice, as the server finds them."""
     found = []
-    for error in schema.validator.iter_errors(with_defaults(schema.openapi, manifest)):
-        path = ".".join(str(part) for part in error.absolute_path) or "(root)"
-        found.append(f"{path}: {error.message}")
+    if isinstance(value, dict) and node.get("type") == "object":
+        for name, child_value in value.items():
+            child = node.get("properties", {}).get(name, node.get("additionalProperties"))
+            if isinstance(child, dict):
+                found += _duplicates(child, child_value, [*path, name])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        kind, keys, seen = node.get("x-kubernetes-list-type"), node.get("x-kubernetes-list-map-keys", []), []
+        for index, item in enumerate(value):
+            identity = {key: item.get(key) for key in keys} if kind == "map" and isinstance(item, dict) else item
+            if kind in ("map", "set") and identity in seen:
+                found.append(f"{field_path([*path, index])}: Duplicate value: {json.dumps(identity)}")
+            seen.append(identity)
+            found += _duplicates(node["items"], item, [*path, index])
+    return found
+
+
+def _said_as_the_server_says(error: Any) -> str:
+    path = list(error.absolute_path)
+    value = json.dumps(error.instance, default=str)
+    if error.validator == "required":
+        (missing,) = re.findall(r"^'(.+)' is a required property$", error.message) or [error.message]
+        return f"{field_path([*path, missing])}: Required value"
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{field_path([*path, unknown[0]])}: unknown field"
+    if error.validator == "enum":
+        supported = ", ".join(json.dumps(option) for option in error.validator_value)
+        return f"{field_path(path)}: Unsupported value: {value}: supported values: {supported}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = ",".join(expected) if isinstance(expected, list) else expected
+        return f"{field_path(path)}: Invalid value: {value}: must be of type {expected}"
+    if error.validator == "anyOf":
+        types = ",".join(option.get("type", "?") for option in error.validator_value)
+        return f"{field_path(path)}: Invalid value: {value}: must be of type {types}"
+    if error.validator == "pattern":
+        return f"{field_path(path)}: Invalid value: {value}: should match '{error.validator_value}'"
+    return f"{field_path(path) or '(root)'}: Invalid value: {value}: {error.message}"
+
+
+def errors(schema: CrdSchema, manifest: dict[str, Any]) -> list[str]:
+    """Every problem the API server would refuse the manifest for, as ``path: message``, sorted."""
+    prepared = with_defaults(schema.openapi, without_nulls(schema.openapi, manifest))
+    found = [_said_as_the_server_says(error) for error in schema.validator.iter_errors(prepared)]
+    found += _duplicates(schema.openapi, prepared, [])
+    name = manifest.get("metadata", {}).get("name") if isinstance(manifest.get("metadata"), dict) else None
+    if isinstance(name, str) and (len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name)):
+        found.append(
+            f"metadata.name: Invalid value: {json.dumps(name)}: a lowercase RFC 1123 subdomain must consist of lower "
+            "case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        )
     return sorted(found)
