@@ -417,11 +417,30 @@ def test_a_user_who_may_not_read_crds_is_checked_against_the_bundled_crd(kube, c
 
 def test_kube_rbac_refusal_shows_kubectls_own_message_and_applies_nothing(kube, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(namespace_user(kube, tmp_path)))
+    auth.user_token()  # made before (if this test runs first), so that stderr holds only the refusal
+    capsys.readouterr()
     assert launch("--image", "img", "--namespace", kube.name) == 1  # the world refused, not the user's input
     err = capsys.readouterr().err
     assert err.startswith("error: kubectl ") and "Error from server (Forbidden)" in err
     assert 'User "viewer" cannot' in err and err.count("\n") == 1
     assert kube.names("rayclusters.ray.io") == []
+
+
+def test_kube_rbac_refusal_of_discovery_and_down_is_kubectls_own_line_and_changes_nothing(
+    kube, capsys, monkeypatch, tmp_path
+):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", *SMALL) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("KUBECONFIG", str(namespace_user(kube, tmp_path)))
+    output = tmp_path / "ray_address"
+    assert discovery_main(["kubectl", "--namespace", kube.name, "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert 'Error from server (Forbidden): rayclusters.ray.io is forbidden: User "viewer"' in err
+    assert err.count("\n") == 1 and not output.exists()
+    assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name]) == 1
+    err = capsys.readouterr().err
+    assert 'User "viewer" cannot list resource "rayclusters"' in err and err.count("\n") == 1
+    assert kube.names("rayclusters.ray.io") == ["tuner"]
 
 
 def test_missing_kubectl_is_named(tmp_path, monkeypatch, capsys):
@@ -755,7 +774,7 @@ def test_the_offline_check_and_the_kube_api_server_agree_on_kuberays_samples_our
     assert sum(bool(crd_schema.errors(validator, manifest)) for manifest in mutated.values()) >= 60
 
 
-def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_submit_runs_the_check(
+def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_submit_runs_the_check_and_a_sweep(
     kube, ray_cluster, tmp_path
 ):
     """Each head Pod's dashboard port is mapped (KWOK PortForward) to a real Ray head this test run started
@@ -781,6 +800,7 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
         text=True,
         start_new_session=True,
     )
+    forwarders = []
     try:
         for line in process.stdout:
             if "Ctrl-C stops forwarding" in line:
@@ -794,22 +814,24 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
         clusters = address_file.read(output)
         assert [c.name for c in clusters] == ["tuner-1", "tuner-2"]
         assert all(c.dashboard_url.startswith("http://127.0.0.1:") for c in clusters)
-        check = subprocess.run(
+        # One job per cluster, as a user runs them: the cluster check on tuner-1, a short sweep on tuner-2.
+        jobs = subprocess.run(
             [
-                sys.executable,
-                str(PROJECT_ROOT / "multicluster_submit.py"),
-                "--address_file",
-                str(output),
+                *(sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(output)),
+                *("--env", "CARTPOLE_MAX_ITERATIONS=3"),
                 "test_kuberay_config.py --num_jobs 1 --gpus_per_job 0 --allow_missing_nvidia_smi",
+                "hyper_parameter_tuning/config/cartpole_sweep.py --num_samples 2 --cpus_per_trial 0.5",
             ],
             capture_output=True,
             text=True,
             timeout=300,
         )
-        assert check.returncode == 0, check.stdout + check.stderr
-        # The real head's own job list holds both checks, submitted through the two forwards.
+        assert jobs.returncode == 0, jobs.stdout + jobs.stderr
+        assert "[tuner-1] OK: 1 task(s) x 0 GPU(s) passed every check" in jobs.stdout, jobs.stdout
+        assert re.search(r"^\[tuner-2\] \[sweep +[\d.]+s\] 2/2 trials ended", jobs.stdout, flags=re.M), jobs.stdout
+        # The real head's own job list holds both, submitted through the two forwards.
         client = JobSubmissionClient(ray_cluster.dashboard_url, headers=auth.http_headers(ray_cluster.dashboard_url))
-        submitted = set(re.findall(r"raysubmit_\w+", check.stdout))
+        submitted = set(re.findall(r"raysubmit_\w+", jobs.stdout))
         assert len(submitted) == 2
         assert {
             job.submission_id: job.status.value for job in client.list_jobs() if job.submission_id in submitted
@@ -821,6 +843,9 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
         if process.poll() is None:
             os.killpg(process.pid, 9)
             process.wait()
+        for forwarder in forwarders:  # each in its own process group, as the grok script starts them
+            if forwarder.is_running():
+                forwarder.kill()
 
 
 def test_grok_ray_address_writes_given_heads(tmp_path):
