@@ -7,10 +7,11 @@
     python launch.py --cluster_host slurm --partition gpu --time 4:00:00 --max_workers 3 --gpu_per_worker 4
     python launch.py --cluster_host slurm --down --name isaac-lab-hyperparameter-tuner
 
-KubeRay hosts render cluster_configs/<host>/kuberay.yaml.jinja, check it against the RayCluster
-CRD and apply it with kubectl (ray_workflow/launch.py). SLURM renders
-cluster_configs/slurm/ray_cluster.sbatch.jinja, submits one job per cluster, waits until every
-node has joined and writes the addresses to ~/.ray_address (ray_workflow/slurm.py).
+Both kinds of host take the same steps (ray_workflow/cluster_hosts.py): KubeRay renders
+cluster_configs/<host>/kuberay.yaml.jinja, checks it against the RayCluster CRD and applies it with
+kubectl; SLURM renders cluster_configs/slurm/ray_cluster.sbatch.jinja, checks it with
+sbatch --test-only and submits one job per cluster. Then launch.py waits until every cluster
+answers and writes the addresses to ~/.ray_address (--no_wait returns at once).
 """
 
 from __future__ import annotations
@@ -24,30 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from ray_workflow import address_file, auth, crd_schema, log_progress_to, slurm  # noqa: E402
+from ray_workflow import address_file, crd_schema, log_progress_to, slurm  # noqa: E402
 from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
+from ray_workflow.cluster_hosts import ClusterHost, ClusterStatus, KubeRayHost, SlurmHost  # noqa: E402
 from ray_workflow.crd_schema import CrdError  # noqa: E402
 from ray_workflow.errors import script_main  # noqa: E402
 from ray_workflow.kubectl import Kubectl  # noqa: E402
-from ray_workflow.kuberay import (  # noqa: E402
-    apply,
-    default_auth_secret,
-    down,
-    load_validator,
-    read_manifests,
-    specs_for,
-    to_yaml,
-    validate,
-)
-from ray_workflow.kuberay_manifest import (  # noqa: E402
-    ClusterSpec,
-    ManifestError,
-    available_hosts,
-    render,
-    worker_groups,
-)
-from ray_workflow.names import numbered_names  # noqa: E402
+from ray_workflow.kuberay import default_auth_secret, load_validator, read_manifests  # noqa: E402
+from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError, available_hosts, worker_groups  # noqa: E402
 
 SLURM = "slurm"
 # Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
@@ -73,10 +59,7 @@ SLURM_DEFAULTS = {
     "setup": [],
     "base_port": None,
     "state_dir": slurm.DEFAULT_STATE_DIR,
-    "timeout_s": 600.0,
     "log_dir": slurm.DEFAULT_LOG_DIR,
-    "no_wait": False,
-    "status": False,
 }
 
 
@@ -105,11 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--address_file",
         type=Path,
         default=address_file.DEFAULT_PATH,
-        help="the address file: SLURM clusters' blocks are added once ready; --down drops the blocks of what it "
-        "deleted (default %(default)s)",
+        help="the address file: each cluster's block is added once it is ready; --down drops the blocks of what "
+        "it deleted (default %(default)s)",
     )
     parser.add_argument(
         "--down", action="store_true", help="delete our cluster --name (or its numbered clusters --name-N)"
+    )
+    parser.add_argument("--status", action="store_true", help="list our clusters and what their host says of them")
+    parser.add_argument(
+        "--no_wait",
+        action="store_true",
+        help="start and return; the grok scripts write the addresses later (default: wait until every cluster "
+        "answers and write its address to --address_file)",
+    )
+    parser.add_argument(
+        "--timeout_s", type=positive_float, default=600.0, help="wait this long for the clusters (default %(default)g)"
     )
     group = parser.add_argument_group(
         "workers (KubeRay: one value per worker group, a single value applies to all; SLURM: one value, "
@@ -186,23 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where each cluster's job log <name>-<jobid>.out goes, on a filesystem the nodes share "
         f"(default {slurm.DEFAULT_LOG_DIR}, which git ignores and job uploads leave out)",
     )
-    on_slurm.add_argument(
-        "--timeout_s",
-        type=positive_float,
-        help=f"wait this long for the clusters (default {SLURM_DEFAULTS['timeout_s']:g})",
-    )
-    on_slurm.add_argument(
-        "--no_wait",
-        action="store_true",
-        default=None,
-        help="submit and return; grok_slurm_address.sh writes the addresses later",
-    )
-    on_slurm.add_argument(
-        "--status",
-        action="store_true",
-        default=None,
-        help="list our SLURM clusters launched from here and their job states",
-    )
     return parser
 
 
@@ -245,20 +221,10 @@ def check_file(path: Path, crd_file: Path | None) -> int:
     return 1 if invalid else 0
 
 
-def kuberay_main(args: argparse.Namespace) -> int:
-    kubectl = Kubectl(args.kubectl_context)
-    if args.down:
-        deleted = down(args.name, args.namespace, kubectl)
-        address_file.drop(deleted, args.address_file)
-        print(
-            f"deleted RayCluster {', '.join(deleted)}"
-            if deleted
-            else f"no RayCluster of ours named {args.name!r} (or {args.name}-N) in namespace {args.namespace}"
-        )
-        return 0
-    if not args.image and not args.dry_run:
+def kuberay_spec(args: argparse.Namespace) -> ClusterSpec:
+    if not args.image and not args.dry_run and not (args.down or args.status):
         raise ManifestError("--image is required (the container image with Isaac Lab and Ray)")
-    base = ClusterSpec(
+    return ClusterSpec(
         name=args.name,
         namespace=args.namespace,
         image=args.image or "IMAGE",
@@ -278,22 +244,6 @@ def kuberay_main(args: argparse.Namespace) -> int:
         token_auth=not args.no_auth,
         auth_secret=None if args.cluster_token else args.auth_secret or default_auth_secret(),
     )
-    specs = specs_for(base, numbered_names(args.name, args.num_clusters))
-    manifests = [render(args.cluster_host, spec) for spec in specs]
-    validator, source = load_validator(args.crd, None if args.dry_run else kubectl)
-    validate(manifests, validator)
-    if args.output:
-        atomic_write_text(args.output, to_yaml(manifests))
-    shares_token = base.token_auth and base.auth_secret is not None
-    if args.dry_run:
-        print(to_yaml(manifests), end="")
-        secret = f" and Secret {base.auth_secret} holding your Ray token (not shown)" if shares_token else ""
-        print(f"# {len(manifests)} manifest(s) valid against {source}{secret}; nothing applied", file=sys.stderr)
-        return 0
-    token = auth.user_token().value if shares_token else None
-    print(apply(manifests, args.namespace, kubectl, token), end="")
-    print(f"applied {len(manifests)} RayCluster(s), validated against {source}")
-    return 0
 
 
 def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
@@ -320,41 +270,50 @@ def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
     )
 
 
-def slurm_main(args: argparse.Namespace) -> int:
+def host_for(args: argparse.Namespace) -> ClusterHost:
+    if args.cluster_host == SLURM:
+        return SlurmHost(slurm_spec(args), args.state_dir, args.log_dir)
+    return KubeRayHost(args.cluster_host, kuberay_spec(args), Kubectl(args.kubectl_context), args.crd)
+
+
+def listed(clusters: list[ClusterStatus]) -> str:
+    return ", ".join(cluster.name + (f" ({cluster.detail})" if cluster.detail else "") for cluster in clusters)
+
+
+def launch(host: ClusterHost, args: argparse.Namespace) -> int:
+    """Render, check, start, wait until ready and write the addresses: the same steps on every host."""
     if args.status:
-        jobs = slurm.recorded(args.state_dir)
-        rows = [(job.name, job.job_id, job.state, job.nodes, job.reason) for job in jobs]
-        print(
-            tabulate(rows, headers=["cluster", "job", "state", "nodes", "reason"])
-            if rows
-            else "no SLURM clusters recorded"
-        )
+        rows = [(cluster.name, cluster.state, cluster.detail) for cluster in host.status()]
+        print(tabulate(rows, headers=["cluster", "state", "detail"]) if rows else f"no {host.kind} of ours")
         return 0
     if args.down:
-        cancelled = slurm.cancel(args.name, args.state_dir)
-        address_file.drop([job.name for job in cancelled], args.address_file)
+        removed = host.down(args.name)
+        address_file.drop([cluster.name for cluster in removed], args.address_file)
         print(
-            f"cancelled {', '.join(f'{job.name} (job {job.job_id})' for job in cancelled)}"
-            if cancelled
-            else f"no SLURM job of ours named {args.name!r} (or {args.name}-N)"
+            f"{removed[0].state} {host.kind} {listed(removed)}"
+            if removed
+            else f"no {host.kind} of ours named {args.name!r} (or {args.name}-N){host.scope}"
         )
         return 0
-    specs = slurm.specs_for(slurm_spec(args), args.num_clusters)
+    rendered = host.render(args.num_clusters)
+    checked = host.check(rendered, offline=args.dry_run)
+    if args.output:
+        atomic_write_text(args.output, host.joined(rendered))
     if args.dry_run:
-        for spec in specs:
-            print(slurm.render(spec, args.state_dir, args.log_dir), end="")
-        print(f"# {len(specs)} batch script(s); nothing submitted", file=sys.stderr)
+        print(host.joined(rendered), end="")
+        print(f"# {len(rendered)} {host.kind}(s) {checked}{host.dry_run_note}; nothing started", file=sys.stderr)
         return 0
-    jobs = slurm.submit(specs, args.state_dir, args.log_dir)
+    for line in host.start(rendered):
+        print(line)
+    print(f"started {len(rendered)} {host.kind}(s), {checked}")
     if args.no_wait:
-        print(f"submitted {', '.join(f'{job.name} (job {job.job_id})' for job in jobs)}")
         return 0
     try:
-        clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
+        clusters = host.wait_ready(args.timeout_s)
     except KeyboardInterrupt:
-        slurm.withdraw(jobs, args.state_dir)
-        cancelled = ", ".join(f"{job.name} (job {job.job_id})" for job in jobs)
-        print(f"interrupted: cancelled {cancelled}; use --no_wait to leave jobs queued", file=sys.stderr)
+        withdrawn = host.withdraw()
+        undone = f"{withdrawn[0].state} {host.kind} {listed(withdrawn)}" if withdrawn else "nothing to undo"
+        print(f"interrupted: {undone}; use --no_wait to leave clusters starting", file=sys.stderr)
         return 130
     address_file.update(clusters, args.address_file)
     for cluster in clusters:
@@ -372,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = with_host_defaults(args)
     if args.check:
         return check_file(args.check, args.crd)
-    return slurm_main(args) if args.cluster_host == SLURM else kuberay_main(args)
+    return launch(host_for(args), args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in pod.get("status", {}).get("conditions", []) if c.get("type") == kind), {})
 
 
-def _head_state(pod: dict[str, Any] | None) -> tuple[bool, str]:
+def head_state(pod: dict[str, Any] | None) -> tuple[bool, str]:
     """Ready as ``kubectl get pods`` shows it (the Pod's Ready condition, so probes count), else why not."""
     if pod is None:
         return False, "no head pod yet"
@@ -61,7 +61,7 @@ def head_pods(namespace: str, kubectl: Kubectl) -> dict[str, dict[str, Any]]:
         cluster = pod["metadata"].get("labels", {}).get("ray.io/cluster")
         if cluster and pod.get("metadata", {}).get("deletionTimestamp") is None:
             # A replaced head leaves its predecessor terminating; prefer the Running one.
-            if cluster not in heads or _head_state(pod)[0]:
+            if cluster not in heads or head_state(pod)[0]:
                 heads[cluster] = pod
     return heads
 
@@ -83,7 +83,7 @@ def wait_for_heads(
     last_report = ""
     while True:
         heads = head_pods(namespace, kubectl)
-        states = {name: _head_state(heads.get(name)) for name in names}
+        states = {name: head_state(heads.get(name)) for name in names}
         waiting = {name: why for name, (ready, why) in states.items() if not ready}
         if not waiting:
             return {name: heads[name] for name in names}

@@ -11,7 +11,6 @@ import base64
 import getpass
 import logging
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import yaml
 
 from ray_workflow import PROJECT_ROOT, crd_schema, yaml_input
 from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError
+from ray_workflow.kuberay_manifest import ManifestError
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name, is_member
 
 logger = logging.getLogger(__name__)
@@ -108,10 +107,6 @@ def to_yaml(manifests: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(manifests, sort_keys=False)
 
 
-def specs_for(base: ClusterSpec, names: list[str]) -> list[ClusterSpec]:
-    return [replace(base, name=name) for name in names]
-
-
 def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl, token: str | None = None) -> str:
     """``kubectl apply -f -`` with every manifest at once; kubectl reports created or configured.
 
@@ -141,11 +136,20 @@ def _secret_name(cluster: dict[str, Any]) -> str | None:
 def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
     """Delete the RayCluster ``name`` (or its numbered clusters ``name-N``), if we created it; returns them.
 
-    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``. The token Secrets they
-    named go too, if ours and no RayCluster left in the namespace (ours or not) names them.
+    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
     """
     check_cluster_name(name)
-    chosen = [item for item in our_clusters(namespace, kubectl) if is_member(item["metadata"]["name"], name)]
+    members = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
+    return delete([member for member in members if is_member(member, name)], namespace, kubectl)
+
+
+def delete(names: list[str], namespace: str, kubectl: Kubectl) -> list[str]:
+    """Delete those of ``names`` that are our RayClusters; returns them.
+
+    The token Secrets they named go too, if ours and no RayCluster left in the namespace (ours or not) names them.
+    """
+    ours = {item["metadata"]["name"]: item for item in our_clusters(namespace, kubectl)}
+    chosen = [ours[name] for name in names if name in ours]
     if not chosen:
         return []
     names = [item["metadata"]["name"] for item in chosen]

@@ -261,9 +261,16 @@ class SlurmJob:
         return self.state in ALIVE_STATES
 
 
-def _run(command: list[str], what: str) -> str:
+def _run(command: list[str], what: str, stdin: str | None = None) -> str:
     try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
+        )
     except FileNotFoundError:
         raise SlurmError(f"{command[0]} not found: run this on a machine where SLURM's commands work") from None
     if result.returncode != 0:
@@ -311,9 +318,20 @@ def _record(files: ClusterFiles) -> dict | None:
         return None
 
 
-def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> list[SlurmJob]:
-    """Submit one job per cluster, or none: every script is checked by ``sbatch --test-only`` before the first
-    is submitted, and if a later submission fails the jobs already submitted are cancelled."""
+def check(scripts: list[tuple[str, str]]) -> None:
+    """``sbatch --test-only`` on each cluster's batch script (name, text): SLURM says whether it could schedule it
+    (partition, account, time limit, nodes, GRES) without queueing anything."""
+    for name, script in scripts:
+        try:
+            _run(["sbatch", "--test-only"], f"cluster {name!r} cannot be scheduled", stdin=script)
+        except SlurmError as error:
+            raise SlurmInputError(str(error)) from None
+
+
+def submit(scripts: list[tuple[SlurmClusterSpec, str]], state_dir: Path, log_dir: Path) -> list[SlurmJob]:
+    """Submit one job per cluster (its spec and the batch script ``render`` made), or none: if a later submission
+    fails, the jobs already submitted are cancelled."""
+    specs = [spec for spec, _ in scripts]
     names = {spec.name for spec in specs}
     if clashing := [job for job in our_jobs() if job.name in names]:
         raise SlurmInputError(
@@ -322,16 +340,10 @@ def submit(specs: list[SlurmClusterSpec], state_dir: Path, log_dir: Path) -> lis
         )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_dir.mkdir(parents=True, exist_ok=True)
-    scripts = [(spec, render(spec, state_dir, log_dir)) for spec in specs]
     submitted: list[SlurmJob] = []
     try:
         for spec, script in scripts:
-            files = ClusterFiles(state_dir=state_dir, name=spec.name)
-            atomic_write_text(files.script, script)
-            try:
-                _run(["sbatch", "--test-only", str(files.script)], f"cluster {spec.name!r} cannot be scheduled")
-            except SlurmError as error:
-                raise SlurmInputError(str(error)) from None
+            atomic_write_text(ClusterFiles(state_dir=state_dir, name=spec.name).script, script)
         # The user's token is read (or made) once, after sbatch has accepted every script and before the first job.
         user_token = auth.user_token().value if any(s.token_auth and not s.own_token for s in specs) else None
         for spec, _ in scripts:

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -225,7 +226,8 @@ def test_schema_check_catches_broken_manifests(validator, manifest_change, messa
 
 
 def launch(*args):
-    return launch_main(["--crd", str(CRD), *args])
+    """launch.py checked against the bundled CRD, returning once the clusters are applied."""
+    return launch_main(["--crd", str(CRD), "--no_wait", *args])
 
 
 # Small clusters (one CPU head, no workers), so that many fit on the KWOK nodes at once.
@@ -243,11 +245,14 @@ def running_pods(kube: Namespace, count: int) -> list[dict]:
     return wait_for(all_running, 120, f"{count} Running pods in {kube.name}")
 
 
-def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_nodes(kube, capsys):
+@pytest.mark.parametrize("host", ["google_cloud", "local"])
+def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_nodes(kube, capsys, tmp_path, host):
+    addresses = tmp_path / "ray_address"
     code = launch_main(
         [
-            *("--cluster_host", "google_cloud", "--namespace", kube.name, "--image", "nvcr.io/nvidia/isaac-lab:2.3.0"),
+            *("--cluster_host", host, "--namespace", kube.name, "--image", "nvcr.io/nvidia/isaac-lab:2.3.0"),
             *("--min_workers", "1", "--max_workers", "4", "--num_clusters", "3", "--kubectl_context", "pytest"),
+            *("--address_file", str(addresses)),
         ]
     )
     out = capsys.readouterr().out
@@ -268,10 +273,19 @@ def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_no
         assert {"name": "dshm", "mountPath": "/dev/shm"} in ray_container["volumeMounts"]
         gpus = ray_container["resources"]["limits"].get("nvidia.com/gpu")
         assert gpus == ("1" if kind == "worker" else None)
+        gke_worker = host == "google_cloud" and kind == "worker"
+        assert pod["spec"].get("nodeSelector") == (
+            {"cloud.google.com/gke-accelerator": "nvidia-l4"} if gke_worker else None
+        )
     for name in SEED_NAMES:
         service = json.loads(kube.kubectl("get", "service", f"{name}-head-svc", "-o", "json"))
         ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
         assert (ports["dashboard"], ports["gcs-server"], ports["client"]) == (8265, 6379, 10001)
+    # launch.py waited for every head to be Ready and wrote where a job inside the cluster reaches each dashboard.
+    assert address_file.read(addresses) == [
+        address_file.ClusterAddress(name, head_endpoint(kube, name)) for name in SEED_NAMES
+    ]
+    assert f"wrote 3 cluster address(es) to {addresses}" in out
     # The user's token in one Secret of ours, and every Ray container (autoscaler too) reads it from there.
     secret_name = default_auth_secret()
     secret = json.loads(kube.kubectl("get", "secret", secret_name, "-o", "json"))
@@ -359,7 +373,7 @@ def test_image_is_required_unless_dry_run_which_touches_no_kube_object(kube, cap
     assert launch("--namespace", kube.name, "--dry_run", "--num_clusters", "2") == 0
     captured = capsys.readouterr()
     assert len(list(yaml.safe_load_all(captured.out))) == 2
-    assert "nothing applied" in captured.err
+    assert "nothing started" in captured.err
     assert kube.names("rayclusters.ray.io") == [] and kube.names("secrets") == []
 
 
@@ -404,15 +418,17 @@ def test_a_user_who_may_not_read_crds_is_checked_against_the_bundled_crd(kube, c
         "role",
         "rayclusters",
         "--verb=get,list,create,patch,update,delete",
-        "--resource=rayclusters.ray.io,secrets",
+        "--resource=rayclusters.ray.io,secrets,pods",
     )
     kube.kubectl("create", "rolebinding", "viewer-rayclusters", "--role=rayclusters", "--user=viewer")
     monkeypatch.setenv("KUBECONFIG", str(namespace_user(kube, tmp_path)))
-    assert launch_main(["--image", "img", "--namespace", kube.name]) == 0
+    addresses = tmp_path / "ray_address"
+    assert launch_main(["--image", "img", "--namespace", kube.name, *SMALL, "--address_file", str(addresses)]) == 0
     captured = capsys.readouterr()
     assert 'User "viewer" cannot get resource "customresourcedefinitions"' in captured.err
     assert "validated against bundled ray.io_rayclusters.yaml (KubeRay v1.7.0)" in captured.out
     assert kube.names("rayclusters.ray.io") == ["isaac-lab-hyperparameter-tuner"]
+    assert [cluster.name for cluster in address_file.read(addresses)] == ["isaac-lab-hyperparameter-tuner"]
 
 
 def test_kube_rbac_refusal_shows_kubectls_own_message_and_applies_nothing(kube, capsys, monkeypatch, tmp_path):
@@ -501,6 +517,52 @@ def test_down_refuses_a_name_that_is_not_a_cluster_name_and_deletes_no_kube_obje
     assert launch_main(["--down", "--name", name, "--namespace", kube.name]) == 2
     assert "is not a valid Kubernetes name" in capsys.readouterr().err
     assert sorted(kube.clusters()) == ["tuner-1", "tuner-2"]
+
+
+def test_status_lists_our_kube_clusters_and_why_a_head_waits(kube, capsys):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-1", *SMALL) == 0
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-2", "--num_head_cpu", "500") == 0
+    kube.foreign_cluster("theirs", {})
+    running_pods(kube, 2)  # tuner-1's head and theirs
+    capsys.readouterr()
+    assert launch_main(["--status", "--namespace", kube.name]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert sorted(rows) == ["tuner-1", "tuner-2"]
+    (head,) = kube.items("pods", "ray.io/cluster=tuner-1")
+    assert rows["tuner-1"].split()[1:] == ["ready", "head", head["status"]["podIP"]]
+    assert "Insufficient cpu" in rows["tuner-2"]
+
+
+def test_ctrl_c_while_waiting_for_kube_heads_deletes_only_the_clusters_this_launch_created(kube, tmp_path):
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2", *SMALL) == 0
+    # Three clusters whose heads no node can hold: tuner-1 and tuner-2 are reconfigured, tuner-3 is new.
+    process = subprocess.Popen(
+        [
+            *(sys.executable, str(PROJECT_ROOT / "launch.py"), "--crd", str(CRD), "--namespace", kube.name),
+            *("--image", "img", "--name", "tuner", "--num_clusters", "3", "--num_head_cpu", "500"),
+            *("--address_file", str(tmp_path / "ray_address")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in process.stderr:
+            if "waiting for 3 of 3 cluster(s)" in line:
+                break
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: deleted RayCluster tuner-3; use --no_wait to leave clusters starting"
+    )
+    assert sorted(kube.clusters()) == ["tuner-1", "tuner-2"]
+    assert not (tmp_path / "ray_address").exists()
 
 
 def grok(*args):

@@ -266,7 +266,7 @@ def check_cluster_and_cancel_it(env: dict, tmp_path: Path, slurm_cluster: SlurmF
     )
     assert down.returncode == 0, down.stderr
     assert address_file.read(addresses) == [], "down drops the cancelled cluster's block"
-    assert f"cancelled team (job {job_id})" in down.stdout
+    assert f"cancelled SLURM job team (job {job_id})" in down.stdout
     assert job_id not in slurm_cluster.job_ids() and set(other_ids) <= slurm_cluster.job_ids()
     assert wait_until_none(lambda: ray_processes(job_id), 30) == []
     assert list(Path("/tmp").glob(f"ray-{job_id}-*")) == []
@@ -454,7 +454,7 @@ def test_a_cluster_without_auth_takes_jobs_without_a_token_and_is_reported_at_it
         wait_for(lambda: slurm_cluster.job_state(job_id) == "TIMEOUT", 240, "SLURM to end the job at its time limit")
         status = launch(env, tmp_path, "--status", "--state_dir", str(state))
         row = next(line for line in status.stdout.splitlines() if line.startswith("short"))
-        assert row.split()[1:3] == [job_id, "TIMEOUT"] and "TimeLimit" in row, "--status agrees with SLURM"
+        assert row.split()[1:4] == ["TIMEOUT", "job", job_id] and "TimeLimit" in row, "--status agrees with SLURM"
         assert wait_until_none(lambda: ray_processes(job_id), 30) == []
     finally:
         slurm_cluster.run("scancel", job_id)
@@ -521,7 +521,7 @@ def test_ctrl_c_while_waiting_cancels_what_was_submitted_and_says_so_in_one_line
         assert process.wait(timeout=60) == 130
         reader.join(timeout=10)
         assert [line.strip() for line in said[seen:]] == [
-            f"interrupted: cancelled waiting (job {job_id}); use --no_wait to leave jobs queued"
+            f"interrupted: cancelled SLURM job waiting (job {job_id}); use --no_wait to leave clusters starting"
         ]
         assert slurm_cluster.job_state(job_id) == "CANCELLED"
         assert list(state.iterdir()) == []
