@@ -129,13 +129,18 @@ def validator_from_file(path: Path, version: str = "v1") -> CrdSchema:
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
+def _child(node: dict[str, Any], name: str) -> dict[str, Any]:
+    """The schema of an object's field ``name``: its property, else the object's ``additionalProperties``."""
+    child = node.get("properties", {}).get(name, node.get("additionalProperties"))
+    return child if isinstance(child, dict) else {}
+
+
 def without_nulls(node: dict[str, Any], value: Any) -> Any:
     """``value`` without the nulls its schema does not admit: the API server drops those before validating."""
     if isinstance(value, dict) and node.get("type") == "object":
         kept = {}
         for name, child_value in value.items():
-            child = node.get("properties", {}).get(name, node.get("additionalProperties"))
-            child = child if isinstance(child, dict) else {}
+            child = _child(node, name)
             if child_value is None and not child.get("nullable"):
                 continue
             kept[name] = without_nulls(child, child_value)
@@ -158,9 +163,7 @@ def _duplicates(node: dict[str, Any], value: Any, path: list[Any]) -> list[str]:
     found = []
     if isinstance(value, dict) and node.get("type") == "object":
         for name, child_value in value.items():
-            child = node.get("properties", {}).get(name, node.get("additionalProperties"))
-            if isinstance(child, dict):
-                found += _duplicates(child, child_value, [*path, name])
+            found += _duplicates(_child(node, name), child_value, [*path, name])
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         kind, keys, seen = node.get("x-kubernetes-list-type"), node.get("x-kubernetes-list-map-keys", []), []
         for index, item in enumerate(value):

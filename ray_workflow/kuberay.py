@@ -139,17 +139,19 @@ def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
     Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
     """
     check_cluster_name(name)
-    members = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
-    return delete([member for member in members if is_member(member, name)], namespace, kubectl)
+    chosen = [item for item in our_clusters(namespace, kubectl) if is_member(item["metadata"]["name"], name)]
+    return _delete(chosen, namespace, kubectl)
 
 
 def delete(names: list[str], namespace: str, kubectl: Kubectl) -> list[str]:
-    """Delete those of ``names`` that are our RayClusters; returns them.
+    """Delete those of ``names`` that are our RayClusters; returns them."""
+    chosen = [item for item in our_clusters(namespace, kubectl) if item["metadata"]["name"] in names]
+    return _delete(chosen, namespace, kubectl)
 
-    The token Secrets they named go too, if ours and no RayCluster left in the namespace (ours or not) names them.
-    """
-    ours = {item["metadata"]["name"]: item for item in our_clusters(namespace, kubectl)}
-    chosen = [ours[name] for name in names if name in ours]
+
+def _delete(chosen: list[dict[str, Any]], namespace: str, kubectl: Kubectl) -> list[str]:
+    """Delete the RayClusters ``chosen`` (ours, as listed). The token Secrets they named go too, if ours and no
+    RayCluster left in the namespace (ours or not) names them."""
     if not chosen:
         return []
     names = [item["metadata"]["name"] for item in chosen]

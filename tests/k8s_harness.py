@@ -148,9 +148,8 @@ class KubernetesForTests:
 
     # -- kubectl ----------------------------------------------------------------------------------------
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, user: str = "admin") -> str:
-        command = [str(self.bin / "kubectl"), *args]
-        if user != "admin":
-            command = [str(self.bin / "kubectl"), "--token", self.tokens[user], *args]
+        as_user = [] if user == "admin" else ["--token", self.tokens[user]]
+        command = [str(self.bin / "kubectl"), *as_user, *args]
         result = subprocess.run(
             command, input=stdin, capture_output=True, text=True, env={**os.environ, **self.environment}, timeout=120
         )
