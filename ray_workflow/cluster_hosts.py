@@ -95,8 +95,9 @@ class KubeRayHost:
         return said
 
     def wait_ready(self, timeout_s: float) -> list[ClusterAddress]:
-        heads = discovery.wait_for_heads(self.spec.namespace, self.kubectl, self.spec.name, timeout_s)
-        heads = {name: pod for name, pod in heads.items() if name in self.started}
+        heads = discovery.wait_for_heads(
+            self.spec.namespace, self.kubectl, self.spec.name, timeout_s, among=self.started
+        )
         clusters = discovery.pod_addresses(heads)
         discovery.keep_tokens(heads, clusters, self.spec.namespace, self.kubectl)
         return clusters

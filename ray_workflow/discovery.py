@@ -72,10 +72,16 @@ def wait_for_heads(
     name: str | None = None,
     timeout_s: float = 600.0,
     poll_s: float = 2.0,
+    among: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Wait until every RayCluster of ours (``name`` or its ``name-N``, all if None) has a Running head with an IP."""
+    """Wait until every RayCluster of ours (``name`` or its ``name-N``, all if None; only those ``among``, if given)
+    has a Ready head with an IP."""
     names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
-    names = [cluster for cluster in names if name is None or is_member(cluster, name)]
+    names = [
+        cluster
+        for cluster in names
+        if (name is None or is_member(cluster, name)) and (among is None or cluster in among)
+    ]
     if not names:
         which = f" named {name!r} (or {name}-N)" if name else ""
         raise DiscoveryError(f"no RayCluster of ours{which} in namespace {namespace}")

@@ -533,6 +533,23 @@ def test_status_lists_our_kube_clusters_and_why_a_head_waits(kube, capsys):
     assert "Insufficient cpu" in rows["tuner-2"]
 
 
+def test_launch_waits_only_for_the_kube_clusters_it_started(kube, tmp_path):
+    """tuner-3, left from an earlier launch, has a head no node can hold; a launch of tuner-1 and tuner-2 is ready
+    without it."""
+    assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-3", "--num_head_cpu", "500") == 0
+    addresses = tmp_path / "ray_address"
+    assert (
+        launch_main(
+            [
+                *("--crd", str(CRD), "--namespace", kube.name, "--image", "img", "--name", "tuner"),
+                *("--num_clusters", "2", *SMALL, "--timeout_s", "60", "--address_file", str(addresses)),
+            ]
+        )
+        == 0
+    )
+    assert [cluster.name for cluster in address_file.read(addresses)] == ["tuner-1", "tuner-2"]
+
+
 def test_ctrl_c_while_waiting_for_kube_heads_deletes_only_the_clusters_this_launch_created(kube, tmp_path):
     assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2", *SMALL) == 0
     # Three clusters whose heads no node can hold: tuner-1 and tuner-2 are reconfigured, tuner-3 is new.
