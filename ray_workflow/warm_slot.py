@@ -9,7 +9,8 @@ process would (``runpy`` on the same script, the same ``sys.argv``, cwd and envi
 child is a process of its own: its own session and process group (stopped and killed as before),
 death with the slot (which dies with the trial actor), its output on a pipe of the trial's, its
 exit code reported back, and nothing it changes (torch or Warp settings, signal handlers) seen by
-the next trial, which forks from the untouched slot.
+the next trial, which forks from the untouched slot. It ends as a fresh interpreter ends (threads joined,
+``atexit`` handlers run, files flushed, the same exit status) but without tearing the interpreter down.
 
 The slot never runs a torch operation: a child forked after torch's OpenMP pool has started would
 deadlock in its first matrix multiply. This file is also the slot's program (run by the trainer's
@@ -18,8 +19,11 @@ interpreter, which may lack Ray), so it imports nothing beyond Python's standard
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import gc
 import importlib
+import io
 import json
 import os
 import runpy
@@ -30,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -205,6 +210,9 @@ def _serve(connection: socket.socket, imports: Sequence[str]) -> dict:
     if reason := _cuda_started():
         _send(connection, {"unsafe": reason})
         os._exit(0)
+    # Children share the imported objects' pages until they write them; a collection walking them would copy
+    # every page into every child. Frozen, they stay out of collections (and of a trainer's file flush at exit).
+    gc.freeze()
     _send(connection, {"ready": round(time.monotonic() - started, 3), "missing": missing})
     sys.stdout.flush()
     sys.stderr.flush()
@@ -272,15 +280,61 @@ def _become_trainer(request: dict, slot_pid: int) -> None:
     os.environ.update(request["env"])
     args = request["args"]
     _show_as([sys.executable, *args])
-    if args[0] == "-m":
-        sys.argv = [args[1], *args[2:]]
-        sys.path[0] = os.getcwd()
-        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-    else:
-        script = os.path.abspath(args[0])
-        sys.argv = [args[0], *args[1:]]
-        sys.path[0] = os.path.dirname(script)
-        runpy.run_path(script, run_name="__main__")
+    try:
+        if args[0] == "-m":
+            sys.argv = [args[1], *args[2:]]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            script = os.path.abspath(args[0])
+            sys.argv = [args[0], *args[1:]]
+            sys.path[0] = os.path.dirname(script)
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as exit:
+        _end_as_python_would(_exit_status(exit.code))
+    except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
+        _end_as_python_would(-signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - an uncaught exception ends a fresh interpreter too, with its traceback
+        sys.excepthook(*sys.exc_info())
+        _end_as_python_would(1)
+    _end_as_python_would(0)
+
+
+def _exit_status(code: object) -> int:
+    """The exit status ``SystemExit(code)`` gives a fresh interpreter (a message goes to stderr, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _end_as_python_would(status: int) -> None:
+    """End the trainer as a fresh interpreter ends, less its teardown: join its threads, run its ``atexit``
+    handlers, flush every file it left open, exit. Tearing down the interpreter (freeing every module and
+    object Isaac Lab, Newton and torch made) takes ~4 s after the last iteration and writes nothing, and a
+    finished trial waits for its trainer to end. A negative status is a signal, as a fresh interpreter
+    ends on an uncaught ``KeyboardInterrupt``."""
+    threading._shutdown()  # what the interpreter does first at exit: wait for non-daemon threads
+    atexit._run_exitfuncs()
+    for thing in gc.get_objects():  # only the trainer's: the slot froze its own objects (gc.freeze) before forking
+        if isinstance(thing, io.IOBase):
+            try:
+                if not thing.closed:
+                    thing.flush()
+            except (OSError, ValueError):
+                pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    if status < 0:
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    os._exit(status)
 
 
 def _show_as(argv: Sequence[str]) -> None:
@@ -301,6 +355,6 @@ if __name__ == "__main__":
     _slot = socket.socket(fileno=int(sys.argv[1]))
     _slot_pid = os.getpid()
     _trainer = _serve(_slot, sys.argv[2:-1])
-    # Only a forked trainer gets here; it ends as the program it runs ends (SystemExit, exceptions, atexit).
+    # Only a forked trainer gets here; it ends with the exit status the program it runs gives.
     del _slot
     _become_trainer(_trainer, _slot_pid)

@@ -188,3 +188,29 @@ def test_a_warp_cache_that_already_holds_compiled_kernels_lets_every_trial_start
     warm = WarmCacheLock(str(cache), ["isaaclab", "train"])
     assert lock_is_free(cache)
     warm.release()
+
+
+@pytest.mark.parametrize("end", ["return", "exit_3", "exit_message", "raise", "interrupt"])
+def test_a_warm_trainer_ends_as_a_fresh_interpreter_does_files_flushed_handlers_run_same_status(tmp_path, end):
+    """A warm trainer skips the interpreter's teardown (seconds for Isaac Lab) but nothing a program leaves to its
+    exit: buffered files, ``atexit`` handlers, non-daemon threads, its output and its exit status."""
+    slot = WarmSlot(sys.executable, ["json"], str(tmp_path), dict(os.environ))
+    try:
+        ended = {}
+        for how, trainer_slot in (("fresh", None), ("warm", slot)):
+            out = tmp_path / how
+            out.mkdir()
+            argv = [sys.executable, str(PROJECT_ROOT / "tests" / "ending_probe.py"), "--out", str(out), "--end", end]
+            trainer = TrainingProcess(argv, tmp_path / f"{how}.log", slot=trainer_slot)
+            wait_for(lambda trainer=trainer: trainer.poll() is not None, 60, f"the {how} trainer to end")
+            assert live_members(trainer.pgid) == []
+            output = trainer.output_path.read_text().removeprefix(WARM_START_LINE).splitlines()
+            ended[how] = (
+                trainer.poll(),
+                {path.name: path.read_text() for path in sorted(out.iterdir())},
+                [line for line in output if "stdout line" in line or "Error" in line or "message" in line],
+            )
+        assert ended["warm"] == ended["fresh"]
+        assert len(ended["fresh"][1]) == 3, ended["fresh"]
+    finally:
+        slot.close()
