@@ -26,7 +26,7 @@ from ray import tune
 from ray_workflow.errors import WorldError
 from ray_workflow.tensorboard_metrics import ScalarReader, event_files
 from ray_workflow.training_command import TrainingJob, TrainingProcess, WarmCacheLock
-from ray_workflow.warm_slot import SlotUnavailable, WarmSlot, script_of
+from ray_workflow.warm_slot import READY_TIMEOUT_S, SlotUnavailable, WarmSlot, script_of
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +136,9 @@ class CommandTrainable(tune.Trainable):
         return self.process
 
     def _slot_for(self, argv: list[str]) -> WarmSlot | None:
-        """This actor's warm slot for ``argv`` once it has imported; until then (and if it cannot serve) None:
-        the trainer starts fresh, while the slot imports beside it for the trials that follow."""
+        """This actor's warm slot for ``argv``, or None if it cannot serve (the trainer starts fresh). The actor's
+        first trial waits for the slot's imports: they take about as long as a fresh trainer's own start, and
+        both at once would import everything twice, each slowing the other on a busy node."""
         if not self.warm_start:
             return None
         environment = {**os.environ, **self.job.env}
@@ -152,9 +153,7 @@ class CommandTrainable(tune.Trainable):
         try:
             if self.slot is None:
                 self.slot = WarmSlot(script[0], self.job.warm_imports, self.job.cwd, environment)
-                return None
-            if not self.slot.ready():
-                return None
+            self.slot.ready(READY_TIMEOUT_S)
         except SlotUnavailable as error:
             logger.warning("%s; trials start fresh", error)
             self.warm_start = False

@@ -201,12 +201,7 @@ def die_with_parent() -> None:
 def _serve(connection: socket.socket, imports: Sequence[str]) -> dict:
     """The slot: import, then fork a trainer per request. Returns only in a trainer, with its request."""
     started = time.monotonic()
-    missing = []
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except Exception as error:  # noqa: BLE001 - a module that will not import only makes the slot less warm
-            missing.append(f"{module}: {type(error).__name__}: {error}")
+    missing = _import_deferring_warps_runtime(imports)
     if reason := _cuda_started():
         _send(connection, {"unsafe": reason})
         os._exit(0)
@@ -247,8 +242,37 @@ def _serve(connection: socket.socket, imports: Sequence[str]) -> dict:
             _send(connection, {"started": pid})
 
 
+def _import_deferring_warps_runtime(imports: Sequence[str]) -> list[str]:
+    """Import ``imports``; the ones that failed, with why. While they import, ``warp.init()`` does nothing:
+    Isaac Lab calls it on import, and on a GPU node it opens the CUDA driver, which a forked trainer could
+    not use. Warp starts its runtime on first use, so each trainer starts its own (about 35 ms)."""
+    missing = []
+    warp = None
+    if "warp" in imports:
+        try:
+            warp = importlib.import_module("warp")
+        except Exception:  # noqa: BLE001 - reported below, with the other imports
+            pass
+    real_init = getattr(warp, "init", None)
+    if real_init is not None:
+        warp.init = lambda: None
+    try:
+        for module in imports:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # noqa: BLE001 - a module that will not import only makes the slot less warm
+                missing.append(f"{module}: {type(error).__name__}: {error}")
+    finally:
+        if real_init is not None:
+            warp.init = real_init
+    return missing
+
+
 def _cuda_started() -> str | None:
-    """Why forking is unsafe after the imports: a child cannot use a CUDA driver its parent initialised."""
+    """Why forking is unsafe after the imports: a child cannot use a CUDA driver its parent loaded."""
+    with open("/proc/self/maps") as maps:
+        if "/libcuda.so" in maps.read():
+            return "the imports loaded the CUDA driver (libcuda.so)"
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "the imports initialised CUDA in torch"

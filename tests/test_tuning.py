@@ -364,9 +364,9 @@ def test_a_trial_no_node_can_hold_is_refused_in_one_line_before_the_sweep_writes
         assert list(tmp_path.iterdir()) == []
 
 
-def test_a_trial_actors_later_trials_start_from_its_warm_slot_and_report_what_fresh_trials_report(ray_driver, tmp_path):
-    """One trial actor (trials need both CPUs, so they run one at a time): its first trial starts fresh while
-    the slot imports, the next ones fork from the slot; a sweep with --no_warm_start reports the same."""
+def test_a_trial_actors_trials_start_from_its_warm_slot_and_report_what_fresh_trials_report(ray_driver, tmp_path):
+    """One trial actor (trials need both CPUs, so they run one at a time): every trial forks from its slot, the
+    first once the slot has imported; a sweep with --no_warm_start reports the same."""
     sweep = scripted_sweep(
         {"agent.quality": tune.grid_search([1.0, 2.0, 3.0])}, iterations=6, seconds_per_iteration=0.2
     )
@@ -381,7 +381,7 @@ def test_a_trial_actors_later_trials_start_from_its_warm_slot_and_report_what_fr
         for trial in report.trials:
             log = (tmp_path / str(warm) / "exp" / f"trial_{trial.trial_id}" / "training_output.log").read_text()
             started_warm[warm, trial.hyperparameters["agent.quality"]] = log.startswith(WARM_START_LINE)
-    assert sum(started_warm[True, quality] for quality in (1.0, 2.0, 3.0)) == 2, started_warm
+    assert all(started_warm[True, quality] for quality in (1.0, 2.0, 3.0)), started_warm
     assert not any(started_warm[False, quality] for quality in (1.0, 2.0, 3.0))
     curves = {warm: {t.hyperparameters["agent.quality"]: t.curve for t in r.trials} for warm, r in reports.items()}
     assert curves[True] == curves[False]
