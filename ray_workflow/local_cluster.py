@@ -258,28 +258,30 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
     except (auth.TokenError, OSError):
         _remove_temp_dir(cluster)
         raise
+    output_path = Path(temp_dir) / "ray_start.out"
     try:
-        process = subprocess.Popen(
-            start_command(cluster),
-            env=start_environment(cluster, settings.cuda_visible_devices),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(output_path, "wb") as output:
+            process = subprocess.Popen(
+                start_command(cluster),
+                env=start_environment(cluster, settings.cuda_visible_devices),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     except OSError as error:
         _forget(cluster)
         raise LocalClusterError(f"cannot run `ray start` ({error.strerror}: {error.filename})") from None
     cluster.pgid = process.pid
-    output, _ = process.communicate(timeout=timeout_s)
-    if process.returncode != 0:
-        end_process_group(cluster.pgid)
+    failure = _wait_for_ray_start(process, Path(temp_dir), timeout_s)
+    if failure is not None:
+        text = output_path.read_text(errors="replace")
+        end_process_group(cluster.pgid, reap=process.poll)
         _forget(cluster)
-        text = output.decode(errors="replace")
-        if "already in use" in text or "Failed to start the grpc server" in text:
+        if failure == "port" or "already in use" in text:
             raise PortTaken(f"a port of {base_port}-{base_port + PORT_BLOCK - 1} was taken before Ray could bind it")
         last = text.strip().splitlines()[-5:]
-        raise LocalClusterError(f"ray start for cluster {name!r} failed:\n" + "\n".join(last))
+        raise LocalClusterError(f"ray start for cluster {name!r} {failure}:\n" + "\n".join(last))
     atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
     if head_address is not None:
         return cluster
@@ -289,6 +291,24 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
         stop(cluster, state_dir)
         raise
     return cluster
+
+
+def _wait_for_ray_start(process: subprocess.Popen, temp_dir: Path, timeout_s: float) -> str | None:
+    """None once ``ray start`` has succeeded; else what went wrong: ``"port"`` when its GCS or raylet could not
+    bind a port (they log it at once, while ``ray start`` itself gives up only after ~40 s), or why it failed."""
+    deadline = time.monotonic() + timeout_s
+    while (code := process.poll()) is None:
+        for log in temp_dir.glob("session_*/logs/*.out"):
+            if log.name.startswith(("gcs_server", "raylet")) and _BIND_FAILURE in log.read_bytes():
+                return "port"
+        if time.monotonic() > deadline:
+            return f"did not finish within {timeout_s:g} s"
+        time.sleep(0.2)
+    return None if code == 0 else "failed"
+
+
+# What Ray's gRPC servers (GCS, raylet) log when a port is taken.
+_BIND_FAILURE = b"Failed to start the grpc server"
 
 
 def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:

@@ -370,7 +370,7 @@ def test_a_trial_actors_trials_start_from_its_warm_slot_and_report_what_fresh_tr
     sweep = scripted_sweep(
         {"agent.quality": tune.grid_search([1.0, 2.0, 3.0])}, iterations=6, seconds_per_iteration=0.2
     )
-    sweep = dataclasses.replace(sweep, job=dataclasses.replace(sweep.job, warm_imports=("json",)))
+    sweep = dataclasses.replace(sweep, job=dataclasses.replace(sweep.job, warm_imports=("torch.utils.tensorboard",)))
     reports = {
         warm: run_sweep(sweep, settings(tmp_path / str(warm), cpus_per_trial=2, warm_start=warm))
         for warm in (True, False)
