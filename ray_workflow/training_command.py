@@ -303,9 +303,12 @@ class TrainingProcess:
         return root / self._run_name
 
     def poll(self) -> int | None:
-        """The exit code, once the trainer has exited and all its output has been read."""
+        """The exit code, once the trainer has exited and all its output has been read. What it left running in
+        its process group (a simulator's helper) is ended then: it would hold the output open, and the trial is
+        over when its trainer exits."""
         code = self._exit_code()
-        if code is not None:
+        if code is not None and self._reader.is_alive():
+            end_process_group(self.pgid, reap=self._exit_code)
             self._reader.join(timeout=5)
         return code
 

@@ -368,7 +368,7 @@ def test_a_trial_actors_trials_start_from_its_warm_slot_and_report_what_fresh_tr
     """One trial actor (trials need both CPUs, so they run one at a time): every trial forks from its slot, the
     first once the slot has imported; a sweep with --no_warm_start reports the same."""
     sweep = scripted_sweep(
-        {"agent.quality": tune.grid_search([1.0, 2.0, 3.0])}, iterations=6, seconds_per_iteration=0.2
+        {"agent.quality": tune.grid_search([1.0, 2.0])}, iterations=6, seconds_per_iteration=0.2
     )
     sweep = dataclasses.replace(sweep, job=dataclasses.replace(sweep.job, warm_imports=("torch.utils.tensorboard",)))
     reports = {
@@ -377,12 +377,12 @@ def test_a_trial_actors_trials_start_from_its_warm_slot_and_report_what_fresh_tr
     }
     started_warm = {}
     for warm, report in reports.items():
-        assert [trial.status for trial in report.trials] == [FINISHED] * 3, report.table
+        assert [trial.status for trial in report.trials] == [FINISHED] * 2, report.table
         for trial in report.trials:
             log = (tmp_path / str(warm) / "exp" / f"trial_{trial.trial_id}" / "training_output.log").read_text()
             started_warm[warm, trial.hyperparameters["agent.quality"]] = log.startswith(WARM_START_LINE)
-    assert all(started_warm[True, quality] for quality in (1.0, 2.0, 3.0)), started_warm
-    assert not any(started_warm[False, quality] for quality in (1.0, 2.0, 3.0))
+    assert all(started_warm[True, quality] for quality in (1.0, 2.0)), started_warm
+    assert not any(started_warm[False, quality] for quality in (1.0, 2.0))
     curves = {warm: {t.hyperparameters["agent.quality"]: t.curve for t in r.trials} for warm, r in reports.items()}
     assert curves[True] == curves[False]
     assert wait_until_none(this_tests_processes, 30) == []
