@@ -308,8 +308,7 @@ class TrainingProcess:
         over when its trainer exits."""
         code = self._exit_code()
         if code is not None and self._reader.is_alive():
-            end_process_group(self.pgid, reap=self._exit_code)
-            self._reader.join(timeout=5)
+            self.stop()
         return code
 
     def tail(self) -> str:
