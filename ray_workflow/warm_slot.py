@@ -101,6 +101,7 @@ class WarmSlot:
         finally:
             theirs.close()
         self.connection = ours
+        self.hung_up = False  # the slot closed its end: it has ended or is ending, whether or not it is reaped yet
         self.buffer = b""
         self.exit_codes: dict[int, int] = {}
         self.started_at = time.monotonic()
@@ -114,11 +115,12 @@ class WarmSlot:
             return True
         message = self._receive(timeout_s)
         if message is None:
-            if self.process.poll() is None and time.monotonic() - self.started_at < READY_TIMEOUT_S:
+            importing = not self.hung_up and self.process.poll() is None
+            if importing and time.monotonic() - self.started_at < READY_TIMEOUT_S:
                 return False
             message = {}
         if "ready" not in message:
-            why = message.get("unsafe") or self._stderr_tail() or f"no answer within {READY_TIMEOUT_S:g} s"
+            why = message.get("unsafe") or self._stderr_tail() or self._why_silent()
             self.close()
             raise SlotUnavailable(f"the warm slot ({self.interpreter}) cannot serve trials: {why}")
         self.import_s = message["ready"]
@@ -145,7 +147,7 @@ class WarmSlot:
         """The trainer's exit code once it has ended (a signal's as ``-N``, as subprocess gives it)."""
         while pid not in self.exit_codes:
             if self._receive(0.0) is None:
-                if self.process.poll() is not None:
+                if self.hung_up or self.process.poll() is not None:
                     return -signal.SIGKILL  # the slot is gone, and its children died with it
                 return None
         return self.exit_codes[pid]
@@ -170,8 +172,22 @@ class WarmSlot:
             except OSError:  # timed out (TimeoutError, BlockingIOError are OSErrors), or the slot is gone
                 return None
             if not chunk:
+                self.hung_up = True
                 return None
             self.buffer += chunk
+
+    def _why_silent(self) -> str:
+        """Why the slot never said it was ready: how it ended, once it has (a slot that hung up is reaped within
+        a moment), else the time it was given."""
+        if self.hung_up:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        code = self.process.poll()
+        if code is None:
+            return f"no answer within {READY_TIMEOUT_S:g} s"
+        return f"it exited with code {code}" if code >= 0 else f"it was killed by signal {-code}"
 
     def _stderr_tail(self) -> str:
         self.errors.seek(0)

@@ -165,8 +165,20 @@ def test_a_slots_trainers_die_with_it_and_a_slot_that_cannot_start_says_why(tmp_
     assert wait_until_none(lambda: live_members(trainer.pgid), 30) == []
     assert trainer.poll() is not None
 
-    with pytest.raises(SlotUnavailable, match="cannot serve trials"):
+    with pytest.raises(SlotUnavailable, match="cannot serve trials: it exited with code 1"):
         WarmSlot("/bin/false", [], str(tmp_path), env).ready(timeout_s=60)
+
+
+def test_a_slot_that_hangs_up_is_unavailable_at_once_even_before_it_is_reaped(tmp_path):
+    """A slot that closes its socket and lingers a moment before it exits (as a dying interpreter can) is not taken
+    for one still importing: ``ready`` says so at once, with how it ended, instead of after ``READY_TIMEOUT_S``."""
+    lingering = tmp_path / "lingering_slot"
+    program = "import os, sys, time; os.close(int(sys.argv[2])); time.sleep(2); sys.exit(3)"
+    lingering.write_text(f'#!/bin/sh\nexec {sys.executable} -c "{program}" "$@"\n')
+    lingering.chmod(0o755)
+    slot = WarmSlot(str(lingering), [], str(tmp_path), dict(os.environ))
+    with pytest.raises(SlotUnavailable, match="cannot serve trials: it exited with code 3"):
+        slot.ready(timeout_s=60)
 
 
 def lock_is_free(cache: Path) -> bool:
