@@ -18,8 +18,8 @@ import psutil
 from common import PROJECT_ROOT, local_clusters
 from ray import tune
 
-from ray_workflow.sweep import load_sweep
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.sweep import load_sweep
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 SOLVED = 475.0
 

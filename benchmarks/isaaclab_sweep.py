@@ -21,9 +21,9 @@ from pathlib import Path
 from common import PROJECT_ROOT, describe, local_clusters
 from ray import tune
 
-from ray_workflow.sweep import load_sweep
-from ray_workflow.tensorboard_metrics import ScalarReader
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.sweep import load_sweep
+from ray_workflow.sweeps.tensorboard_metrics import ScalarReader
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 VENV = PROJECT_ROOT / ".venv-isaaclab"
 CONFIG = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "isaaclab3_cartpole.py"

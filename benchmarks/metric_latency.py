@@ -14,9 +14,9 @@ import time
 from common import describe, local_clusters
 from ray import tune
 
-from ray_workflow.sweep import Sweep
-from ray_workflow.training_command import TrainingJob
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.sweep import Sweep
+from ray_workflow.sweeps.training_command import TrainingJob
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 
 class LatencyProbe(tune.Callback):

@@ -17,7 +17,7 @@ from common import PROJECT_ROOT  # noqa: F401 - puts the project on sys.path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from ray_workflow.tensorboard_metrics import ScalarReader
+from ray_workflow.sweeps.tensorboard_metrics import ScalarReader
 
 
 def main() -> int:

@@ -21,8 +21,8 @@ import time
 from common import local_clusters
 from isaaclab_sweep import CONFIG, TrialClock
 
-from ray_workflow.sweep import load_sweep
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.sweep import load_sweep
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 
 def sweep(address: str, trials: int, concurrency: int, warm: bool, name: str) -> tuple[TrialClock, float, dict]:

@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from ray_workflow import local_cluster  # noqa: E402
-from ray_workflow.training_command import TrainingJob  # noqa: E402
+from ray_workflow.sweeps.training_command import TrainingJob  # noqa: E402
 
 # The tests run with a home of their own, so that nothing they do reads or changes the user's: the address file,
 # the Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH), the tokens kept per cluster, the clusters' state.
@@ -60,7 +60,7 @@ def ray_driver(ray_cluster: local_cluster.LocalCluster) -> Iterator[local_cluste
     """This test process connected to the shared cluster as a Ray driver."""
     import ray
 
-    from ray_workflow.tuning import connect
+    from ray_workflow.sweeps.tuning import connect
 
     connect(ray_cluster.gcs_address)
     yield ray_cluster

@@ -4,7 +4,7 @@ import sys
 import pytest
 from conftest import PROJECT_ROOT
 
-from ray_workflow.tensorboard_metrics import ScalarReader
+from ray_workflow.sweeps.tensorboard_metrics import ScalarReader
 from train_cartpole import DEFAULT_AGENT, MEAN_RETURN_TAG, OverrideError, apply_overrides
 
 TRAINER = str(PROJECT_ROOT / "train_cartpole.py")

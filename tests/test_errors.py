@@ -35,7 +35,7 @@ def test_every_script_outside_the_trainers_runs_a_main_wrapped_by_script_main():
         for path in [
             *PROJECT_ROOT.glob("*.py"),
             *PROJECT_ROOT.glob("hyper_parameter_tuning/**/*.py"),
-            *PROJECT_ROOT.glob("ray_workflow/*.py"),
+            *PROJECT_ROOT.glob("ray_workflow/**/*.py"),
         ]
         if 'if __name__ == "__main__":' in path.read_text() and path.name not in TRAINERS
     ]

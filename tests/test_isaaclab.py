@@ -18,9 +18,9 @@ import pytest
 from conftest import PROJECT_ROOT, live_processes, saved_sweep_state, sweep_command, wait_for, wait_until_none
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ray_workflow.report import ERROR, FINISHED, STOPPED
-from ray_workflow.sweep import load_sweep
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.report import ERROR, FINISHED, STOPPED
+from ray_workflow.sweeps.sweep import load_sweep
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 ISAACLAB_VENV = PROJECT_ROOT / ".venv-isaaclab"
 CONFIG = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "isaaclab3_cartpole.py"

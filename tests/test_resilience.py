@@ -23,8 +23,8 @@ sys.path.insert(0, {root!r})
 sys.path.insert(0, {root!r} + "/hyper_parameter_tuning/config")
 from ray import tune
 from cartpole_sweep import SWEEP as CARTPOLE
-from ray_workflow.sweep_cli import main
-from ray_workflow.training_command import TrainerCheckpoints
+from ray_workflow.sweeps.cli import main
+from ray_workflow.sweeps.training_command import TrainerCheckpoints
 
 SWEEP = dataclasses.replace(
     CARTPOLE,
@@ -159,9 +159,9 @@ def test_population_based_training_with_the_real_trainer_continues_every_exploit
 
     from ray import tune
 
-    from ray_workflow.sweep import load_sweep
-    from ray_workflow.training_command import TrainerCheckpoints
-    from ray_workflow.tuning import TunerSettings, run_sweep
+    from ray_workflow.sweeps.sweep import load_sweep
+    from ray_workflow.sweeps.training_command import TrainerCheckpoints
+    from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
     cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
     sweep = dataclasses.replace(
@@ -223,8 +223,8 @@ def test_mlflow_gets_every_trials_parameters_and_metrics(ray_driver, tmp_path):
 
     import mlflow
 
-    from ray_workflow.sweep import load_sweep
-    from ray_workflow.tuning import TunerSettings, run_sweep
+    from ray_workflow.sweeps.sweep import load_sweep
+    from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
     cartpole = load_sweep(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py")
     short = dataclasses.replace(

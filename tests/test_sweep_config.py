@@ -8,10 +8,10 @@ import pytest
 from conftest import PROJECT_ROOT
 from ray import tune
 
-from ray_workflow.sweep import Sweep, SweepConfigError, load_sweep
-from ray_workflow.sweep_cli import build_parser, settings_from
-from ray_workflow.training_command import TrainingJob
-from ray_workflow.tuning import TunerSettings, build_search, grid_space
+from ray_workflow.sweeps.cli import build_parser, settings_from
+from ray_workflow.sweeps.sweep import Sweep, SweepConfigError, load_sweep
+from ray_workflow.sweeps.training_command import TrainingJob
+from ray_workflow.sweeps.tuning import TunerSettings, build_search, grid_space
 
 JOB = TrainingJob(command=("train",))
 

@@ -1,6 +1,6 @@
 from torch.utils.tensorboard import SummaryWriter
 
-from ray_workflow.tensorboard_metrics import ScalarReader
+from ray_workflow.sweeps.tensorboard_metrics import ScalarReader
 
 
 def write(log_dir, steps, tags=("loss", "reward")):

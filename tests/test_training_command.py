@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_gone
 
-from ray_workflow.training_command import TrainingJob, TrainingProcess, render_arguments
+from ray_workflow.sweeps.training_command import TrainingJob, TrainingProcess, render_arguments
 
 
 def test_hydra_overrides_render_as_key_equals_value():
@@ -83,7 +83,7 @@ def test_trainer_dies_with_the_process_that_started_it(tmp_path):
     marker = str(tmp_path / "orphan-marker")
     parent = (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
-        "from pathlib import Path; from ray_workflow.training_command import TrainingProcess;"
+        "from pathlib import Path; from ray_workflow.sweeps.training_command import TrainingProcess;"
         "TrainingProcess([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[2]], Path(sys.argv[3]));"
         "time.sleep(600)"
     )

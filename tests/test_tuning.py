@@ -14,10 +14,10 @@ from ray import tune
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
-from ray_workflow.report import ERROR, FINISHED, STOPPED
-from ray_workflow.sweep import Sweep, load_sweep
-from ray_workflow.training_command import WARM_START_LINE, TrainerCheckpoints, TrainingJob
-from ray_workflow.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.report import ERROR, FINISHED, STOPPED
+from ray_workflow.sweeps.sweep import Sweep, load_sweep
+from ray_workflow.sweeps.training_command import WARM_START_LINE, TrainerCheckpoints, TrainingJob
+from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
 
 SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_trainer.py", "--spawn_child"))
 

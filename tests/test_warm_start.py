@@ -19,9 +19,9 @@ from conftest import PROJECT_ROOT, wait_for, wait_until_none
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_workflow.process_groups import live_members
-from ray_workflow.sweep import load_sweep
-from ray_workflow.training_command import WARM_START_LINE, TrainingProcess, WarmCacheLock
-from ray_workflow.warm_slot import SlotUnavailable, WarmSlot, script_of
+from ray_workflow.sweeps.sweep import load_sweep
+from ray_workflow.sweeps.training_command import WARM_START_LINE, TrainingProcess, WarmCacheLock
+from ray_workflow.sweeps.warm_slot import SlotUnavailable, WarmSlot, script_of
 
 ISAACLAB_VENV = PROJECT_ROOT / ".venv-isaaclab"
 CONFIG = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "isaaclab3_cartpole.py"

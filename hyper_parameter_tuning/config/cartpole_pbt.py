@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for cartpole_sweep, 
 from cartpole_sweep import SWEEP as CARTPOLE  # noqa: E402
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep_cli import main  # noqa: E402
-from ray_workflow.training_command import TrainerCheckpoints  # noqa: E402
+from ray_workflow.sweeps.cli import main  # noqa: E402
+from ray_workflow.sweeps.training_command import TrainerCheckpoints  # noqa: E402
 
 # PBT compares trials and exploits every checkpoint interval: 10 iterations here.
 SWEEP = dataclasses.replace(

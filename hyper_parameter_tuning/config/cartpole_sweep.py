@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep import Sweep, environment_int  # noqa: E402
-from ray_workflow.sweep_cli import main  # noqa: E402
-from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
+from ray_workflow.sweeps.cli import main  # noqa: E402
+from ray_workflow.sweeps.sweep import Sweep, environment_int  # noqa: E402
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 from train_cartpole import MEAN_RETURN_TAG  # noqa: E402
 
 # A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep import Sweep  # noqa: E402
-from ray_workflow.sweep_cli import main  # noqa: E402
-from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
+from ray_workflow.sweeps.cli import main  # noqa: E402
+from ray_workflow.sweeps.sweep import Sweep  # noqa: E402
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 
 TASK = "Isaac-Cartpole-v0"
 RL_LIBRARY = os.environ.get("ISAACLAB_RL_LIBRARY", "rl_games")

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ray import tune  # noqa: E402
 
-from ray_workflow.sweep import Sweep, environment_int  # noqa: E402
-from ray_workflow.sweep_cli import main  # noqa: E402
-from ray_workflow.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
+from ray_workflow.sweeps.cli import main  # noqa: E402
+from ray_workflow.sweeps.sweep import Sweep, environment_int  # noqa: E402
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
 
 TASK = "Isaac-Cartpole-Direct"
 RL_LIBRARY = os.environ.get("ISAACLAB_RL_LIBRARY", "rsl_rl")

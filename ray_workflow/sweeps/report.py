@@ -11,8 +11,8 @@ from typing import Any
 from tabulate import tabulate
 
 from ray_workflow.atomic_file import atomic_write
-from ray_workflow.sweep import Sweep
-from ray_workflow.trainable import TRAINING_FINISHED
+from ray_workflow.sweeps.sweep import Sweep
+from ray_workflow.sweeps.trainable import TRAINING_FINISHED
 
 FINISHED, STOPPED, ERROR = "FINISHED", "STOPPED", "ERROR"
 

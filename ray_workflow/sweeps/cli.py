@@ -10,8 +10,8 @@ from pathlib import Path
 from ray_workflow import log_progress_to
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.errors import report_module_errors, script_main
-from ray_workflow.sweep import Sweep, load_sweep
-from ray_workflow.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
+from ray_workflow.sweeps.sweep import Sweep, load_sweep
+from ray_workflow.sweeps.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
 
 report_module_errors()  # every sweep config imports this module before it reads its settings
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ray_workflow import PROJECT_ROOT
 from ray_workflow.process_groups import end_process_group
-from ray_workflow.warm_slot import WarmSlot, die_with_parent, script_of
+from ray_workflow.sweeps.warm_slot import WarmSlot, die_with_parent, script_of
 
 OverrideStyle = Literal["hydra", "flags"]
 # The first line of a trial's output log when its trainer was forked from a warm slot.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from ray import tune
 
 from ray_workflow.errors import UserError
-from ray_workflow.training_command import TrainingJob
+from ray_workflow.sweeps.training_command import TrainingJob
 
 Mode = Literal["max", "min"]
 

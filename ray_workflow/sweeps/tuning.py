@@ -26,9 +26,9 @@ from ray.tune.search.sample import Categorical, Domain
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
 from ray_workflow.cluster_check import largest_node
 from ray_workflow.connection import ConnectionInputError, connect_driver
-from ray_workflow.report import SweepReport, write_report
-from ray_workflow.sweep import Sweep, SweepConfigError
-from ray_workflow.trainable import CommandTrainable
+from ray_workflow.sweeps.report import SweepReport, write_report
+from ray_workflow.sweeps.sweep import Sweep, SweepConfigError
+from ray_workflow.sweeps.trainable import CommandTrainable
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo", "pbt")

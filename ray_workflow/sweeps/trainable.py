@@ -24,9 +24,9 @@ import ray
 from ray import tune
 
 from ray_workflow.errors import WorldError
-from ray_workflow.tensorboard_metrics import ScalarReader, event_files
-from ray_workflow.training_command import TrainingJob, TrainingProcess, WarmCacheLock
-from ray_workflow.warm_slot import READY_TIMEOUT_S, SlotUnavailable, WarmSlot, script_of
+from ray_workflow.sweeps.tensorboard_metrics import ScalarReader, event_files
+from ray_workflow.sweeps.training_command import TrainingJob, TrainingProcess, WarmCacheLock
+from ray_workflow.sweeps.warm_slot import READY_TIMEOUT_S, SlotUnavailable, WarmSlot, script_of
 
 logger = logging.getLogger(__name__)
 
