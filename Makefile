@@ -48,6 +48,7 @@ slurm:
 # kubectl, KWOK, the KubeRay operator), built from pinned Go modules into ~/.cache/isaaclab_ray/k8s (k8s/build.sh).
 k8s:
 	@if command -v go >/dev/null; then k8s/build.sh >/dev/null; \
+	elif [ -n "$$CI" ]; then echo "make k8s: CI must run the Kubernetes tests, and Go 1.26 is not on PATH" >&2; exit 1; \
 	else echo "make k8s: needs Go 1.26 and the Go module proxy; the Kubernetes tests will be skipped"; fi
 
 test: lint slurm k8s $(ISAACLAB_INSTALLED)

@@ -7,7 +7,7 @@
     python launch.py --cluster_host slurm --partition gpu --time 4:00:00 --max_workers 3 --gpu_per_worker 4
     python launch.py --cluster_host slurm --down --name isaac-lab-hyperparameter-tuner
 
-Both kinds of host take the same steps (ray_workflow/cluster_hosts.py): KubeRay renders
+Both kinds of host take the same steps (ray_workflow/hosts/): KubeRay renders
 cluster_configs/<host>/kuberay.yaml.jinja, checks it against the RayCluster CRD and applies it with
 kubectl; SLURM renders cluster_configs/slurm/ray_cluster.sbatch.jinja, checks it with
 sbatch --test-only and submits one job per cluster. Then launch.py waits until every cluster
@@ -23,19 +23,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tabulate import tabulate  # noqa: E402
+from tabulate import tabulate
 
-from ray_workflow import address_file, crd_schema, log_progress_to, slurm  # noqa: E402
-from ray_workflow.atomic_file import atomic_write_text  # noqa: E402
-from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
-from ray_workflow.cluster_hosts import ClusterHost, ClusterStatus, KubeRayHost, SlurmHost  # noqa: E402
-from ray_workflow.crd_schema import CrdError  # noqa: E402
-from ray_workflow.errors import script_main  # noqa: E402
-from ray_workflow.kubectl import Kubectl  # noqa: E402
-from ray_workflow.kuberay import default_auth_secret, load_validator, read_manifests  # noqa: E402
-from ray_workflow.kuberay_manifest import ClusterSpec, ManifestError, available_hosts, worker_groups  # noqa: E402
+from ray_workflow import address_file, log_progress_to
+from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
+from ray_workflow.errors import Interrupted, script_main
+from ray_workflow.hosts import ClusterHost, ClusterStatus
+from ray_workflow.hosts import slurm as slurm_host
+from ray_workflow.hosts.kuberay import Kubectl, KubeRayHost, crd_schema
+from ray_workflow.hosts.kuberay.clusters import default_auth_secret, load_validator, read_manifests
+from ray_workflow.hosts.kuberay.manifest import ClusterSpec, ManifestError, available_hosts, worker_groups
+from ray_workflow.names import numbered_names
+from ray_workflow.ray_ports import PORT_BLOCK
 
 SLURM = "slurm"
+# The settings the library names by their fields (SLURM's and KubeRay's cluster specs), as this script's flags.
+FLAGS = {
+    "template": "--cluster_host",
+    "num_workers": "--max_workers",
+    "cpus_per_node": "--cpu_per_worker",
+    "cpus": "--cpu_per_worker",
+    "gpus_per_node": "--gpu_per_worker",
+    "gpus": "--gpu_per_worker",
+    "mem_gb_per_node": "--ram_gb_per_worker",
+    "ram_gb": "--ram_gb_per_worker",
+    "head_cpus": "--num_head_cpu",
+    "time_limit": "--time",
+}
 # Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
 KUBERAY_DEFAULTS = {
     "namespace": "default",
@@ -58,8 +73,8 @@ SLURM_DEFAULTS = {
     "gres": None,
     "setup": [],
     "base_port": None,
-    "state_dir": slurm.DEFAULT_STATE_DIR,
-    "log_dir": slurm.DEFAULT_LOG_DIR,
+    "state_dir": slurm_host.DEFAULT_STATE_DIR,
+    "log_dir": slurm_host.DEFAULT_LOG_DIR,
 }
 
 
@@ -163,21 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     on_slurm.add_argument(
         "--base_port",
         type=positive_int,
-        help="Ray node i of cluster k takes the 200 ports from base_port + 200 * (k * nodes + i), and the "
-        "cluster fails at once if one is taken on its node (default: each cluster takes the first block free on "
-        f"all its nodes, from {slurm.AUTO_PORTS.start}-{slurm.AUTO_PORTS.stop - 1})",
+        help=f"Ray node i of cluster k takes the {PORT_BLOCK} ports from base_port + {PORT_BLOCK} * (k * nodes + i), "
+        "and the cluster fails at once if one is taken on its node (default: each cluster takes the first block "
+        f"free on all its nodes, from {slurm_host.AUTO_PORTS.start}-{slurm_host.AUTO_PORTS.stop - 1})",
     )
     on_slurm.add_argument(
         "--state_dir",
         type=Path,
         help=f"a folder the compute nodes share with this machine, for tokens and head addresses "
-        f"(default {slurm.DEFAULT_STATE_DIR})",
+        f"(default {slurm_host.DEFAULT_STATE_DIR})",
     )
     on_slurm.add_argument(
         "--log_dir",
         type=Path,
         help="where each cluster's job log <name>-<jobid>.out goes, on a filesystem the nodes share "
-        f"(default {slurm.DEFAULT_LOG_DIR}, which git ignores and job uploads leave out)",
+        f"(default {slurm_host.DEFAULT_LOG_DIR}, which git ignores and job uploads leave out)",
     )
     return parser
 
@@ -201,12 +216,8 @@ def with_host_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def check_file(path: Path, crd_file: Path | None) -> int:
     """``--check FILE``: every RayCluster in FILE against the CRD, each problem on a line with its field path."""
-    try:
-        validator, source = load_validator(crd_file, None)
-        manifests = read_manifests(path)
-    except (ManifestError, CrdError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    validator, source = load_validator(crd_file, None)
+    manifests = read_manifests(path)
     invalid = 0
     for index, manifest in enumerate(manifests):
         metadata = manifest.get("metadata")
@@ -225,6 +236,7 @@ def kuberay_spec(args: argparse.Namespace) -> ClusterSpec:
     if not args.image and not args.dry_run and not (args.down or args.status):
         raise ManifestError("--image is required (the container image with Isaac Lab and Ray)")
     return ClusterSpec(
+        template=args.cluster_host,
         name=args.name,
         namespace=args.namespace,
         image=args.image or "IMAGE",
@@ -246,13 +258,13 @@ def kuberay_spec(args: argparse.Namespace) -> ClusterSpec:
     )
 
 
-def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
+def slurm_spec(args: argparse.Namespace) -> slurm_host.SlurmClusterSpec:
     for flag in ("max_workers", "gpu_per_worker", "cpu_per_worker", "ram_gb_per_worker"):
         if len(getattr(args, flag)) != 1:
-            raise slurm.SlurmInputError(f"--{flag}: a SLURM cluster has one kind of node; give one value")
+            raise slurm_host.SlurmInputError(f"--{flag}: a SLURM cluster has one kind of node; give one value")
     if args.gres is not None and args.gpu_per_worker != [1]:
-        raise slurm.SlurmInputError("--gres replaces --gpu_per_worker on SLURM; give one of them")
-    return slurm.SlurmClusterSpec(
+        raise slurm_host.SlurmInputError("--gres replaces --gpu_per_worker on SLURM; give one of them")
+    return slurm_host.SlurmClusterSpec(
         name=args.name,
         num_workers=args.max_workers[0],
         cpus_per_node=args.cpu_per_worker[0],
@@ -272,12 +284,22 @@ def slurm_spec(args: argparse.Namespace) -> slurm.SlurmClusterSpec:
 
 def host_for(args: argparse.Namespace) -> ClusterHost:
     if args.cluster_host == SLURM:
-        return SlurmHost(slurm_spec(args), args.state_dir, args.log_dir)
-    return KubeRayHost(args.cluster_host, kuberay_spec(args), Kubectl(args.kubectl_context), args.crd)
+        return slurm_host.SlurmHost(args.state_dir, args.log_dir)
+    return KubeRayHost(args.namespace, Kubectl(args.kubectl_context), args.crd)
+
+
+def spec_for(args: argparse.Namespace) -> slurm_host.SlurmClusterSpec | ClusterSpec:
+    return slurm_spec(args) if args.cluster_host == SLURM else kuberay_spec(args)
 
 
 def listed(clusters: list[ClusterStatus]) -> str:
     return ", ".join(cluster.name + (f" ({cluster.detail})" if cluster.detail else "") for cluster in clusters)
+
+
+def said_by_state(host: ClusterHost, clusters: list[ClusterStatus]) -> list[str]:
+    """``cancelled SLURM job a (job 7), b (job 8)``: one line per state the host gave."""
+    states = dict.fromkeys(cluster.state for cluster in clusters)
+    return [f"{state} {host.kind} {listed([c for c in clusters if c.state == state])}" for state in states]
 
 
 def launch(host: ClusterHost, args: argparse.Namespace) -> int:
@@ -287,34 +309,31 @@ def launch(host: ClusterHost, args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["cluster", "state", "detail"]) if rows else f"no {host.kind} of ours")
         return 0
     if args.down:
-        removed = host.down(args.name)
+        removed = host.down([cluster.name for cluster in host.status(args.name)])
         address_file.drop([cluster.name for cluster in removed], args.address_file)
-        print(
-            f"{removed[0].state} {host.kind} {listed(removed)}"
-            if removed
-            else f"no {host.kind} of ours named {args.name!r} (or {args.name}-N){host.scope}"
-        )
+        none = f"no {host.kind} of ours named {args.name!r} (or {args.name}-N){host.scope}"
+        print("\n".join(said_by_state(host, removed) or [none]))
         return 0
-    rendered = host.render(args.num_clusters)
+    rendered = host.render(spec_for(args), numbered_names(args.name, args.num_clusters))
     checked = host.check(rendered, offline=args.dry_run)
     if args.output:
-        atomic_write_text(args.output, host.joined(rendered))
+        atomic_write_text(args.output, "".join(cluster.text for cluster in rendered))
     if args.dry_run:
-        print(host.joined(rendered), end="")
-        print(f"# {len(rendered)} {host.kind}(s) {checked}{host.dry_run_note}; nothing started", file=sys.stderr)
+        print("".join(cluster.text for cluster in rendered), end="")
+        print(f"# {len(rendered)} {host.kind}(s) {checked}; nothing started", file=sys.stderr)
         return 0
-    for line in host.start(rendered):
+    started = host.start(rendered)
+    for line in started.said:
         print(line)
     print(f"started {len(rendered)} {host.kind}(s), {checked}")
     if args.no_wait:
         return 0
     try:
-        clusters = host.wait_ready(args.timeout_s)
+        clusters = host.wait_ready(started.names, args.timeout_s)
     except KeyboardInterrupt:
-        withdrawn = host.withdraw()
-        undone = f"{withdrawn[0].state} {host.kind} {listed(withdrawn)}" if withdrawn else "nothing to undo"
-        print(f"interrupted: {undone}; use --no_wait to leave clusters starting", file=sys.stderr)
-        return 130
+        withdrawn = host.down(started.new)
+        undone = "; ".join(said_by_state(host, withdrawn)) or "nothing to undo"
+        raise Interrupted(f"{undone}; use --no_wait to leave clusters starting") from None
     address_file.update(clusters, args.address_file)
     for cluster in clusters:
         print(f"{cluster.name}: {cluster.dashboard_url}")
@@ -322,7 +341,7 @@ def launch(host: ClusterHost, args: argparse.Namespace) -> int:
     return 0
 
 
-@script_main
+@script_main(flags=FLAGS)
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)

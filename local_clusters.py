@@ -19,10 +19,11 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import address_file, auth, log_progress_to  # noqa: E402
-from ray_workflow import local_cluster as lc  # noqa: E402
-from ray_workflow.cli_types import non_negative_int, positive_int  # noqa: E402
-from ray_workflow.errors import script_main  # noqa: E402
+from ray_workflow import address_file, auth, log_progress_to
+from ray_workflow.cli_types import non_negative_int, positive_int
+from ray_workflow.errors import UserError, script_main
+from ray_workflow.hosts import local as lc
+from ray_workflow.names import numbered_names
 
 
 def _add_start_flags(parser: argparse.ArgumentParser, count_as_flag: bool) -> None:
@@ -78,75 +79,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_addresses(clusters: list[lc.LocalCluster], path: Path) -> None:
-    address_file.update([address_file.ClusterAddress(c.name, c.dashboard_url) for c in clusters], path)
-    print(f"wrote {len(clusters)} address(es) to {path}")
-
-
-def _start(args: argparse.Namespace) -> list[lc.LocalCluster]:
+def _start(args: argparse.Namespace, host: lc.LocalHost) -> list[address_file.ClusterAddress]:
+    """Start the clusters the flags describe, all or none, and return their addresses once they answer."""
     if args.cluster_token and args.no_auth:
         raise lc.LocalClusterInputError("--cluster_token and --no_auth: a cluster without token auth has no token")
     if args.output is not None and args.output.expanduser().is_dir():
         raise lc.LocalClusterInputError(f"--output {args.output}: is a folder, not an address file")
-    return lc.start_many(
-        args.num_clusters,
-        name=args.name,
+    spec = lc.LocalSpec(
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         gpus_per_cluster=args.gpus_per_cluster,
         base_port=args.base_port,
-        state_dir=args.state_dir,
         token_auth=not args.no_auth,
         own_token=args.cluster_token,
         node_ip=args.node_ip_address,
     )
+    rendered = host.render(spec, numbered_names(args.name, args.num_clusters))
+    host.check(rendered, offline=False)
+    started = host.start(rendered)
+    try:
+        return host.wait_ready(started.names, timeout_s=60)
+    except BaseException:
+        host.down(started.names)
+        raise
 
 
-def _run(args: argparse.Namespace) -> int:
+def _write_addresses(clusters: list[address_file.ClusterAddress], path: Path) -> None:
+    address_file.update(clusters, path)
+    print(f"wrote {len(clusters)} address(es) to {path}")
+
+
+def _run(args: argparse.Namespace, host: lc.LocalHost) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        print("error: run needs a command after --", file=sys.stderr)
-        return 2
+        raise lc.LocalClusterInputError("run needs a command after --")
     # SIGTERM (CI, a batch system) must stop the clusters too, so treat it like Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    clusters = _start(args)
+    clusters = _start(args, host)
     try:
         if args.output:
             _write_addresses(clusters, args.output)
-        token = auth.token_for(clusters[0].gcs_address) if clusters[0].token_file else None
-        env = {**os.environ, "RAY_ADDRESS": clusters[0].gcs_address, **auth.driver_environment(token)}
-        return subprocess.run(command, env=env, check=False).returncode
-    except OSError as error:
-        print(f"error: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        first = next(cluster for cluster in lc.load_all(args.state_dir) if cluster.name == clusters[0].name)
+        token = None if args.no_auth else auth.token_for(first.gcs_address)
+        env = {**os.environ, "RAY_ADDRESS": first.gcs_address, **auth.driver_environment(token)}
+        try:
+            return subprocess.run(command, env=env, check=False).returncode
+        except OSError as error:
+            raise UserError(f"cannot run {command[0]!r}: {error.strerror}") from None
     finally:
-        for cluster in clusters:
-            lc.stop(cluster, args.state_dir)
-        print(f"stopped {', '.join(c.name for c in clusters)}")
+        stopped = host.down([cluster.name for cluster in clusters])
+        print(f"stopped {', '.join(cluster.name for cluster in stopped)}")
         if args.output:
-            address_file.drop([c.name for c in clusters], args.output)
+            address_file.drop([cluster.name for cluster in stopped], args.output)
 
 
-@script_main
+@script_main(flags={"node_ip": "--node_ip_address"})
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stdout)
     args = build_parser().parse_args(argv)
+    host = lc.LocalHost(args.state_dir)
     if args.verb == "up":
-        _write_addresses(_start(args), args.output)
+        _write_addresses(_start(args, host), args.output)
     elif args.verb == "down":
-        stopped = lc.stop_matching(args.name, args.state_dir)
+        stopped = host.down([cluster.name for cluster in host.status(args.name)])
         print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
         address_file.drop([c.name for c in stopped], args.output)
     elif args.verb == "status":
-        rows = [
-            [c.name, c.dashboard_url, c.gcs_address, "running" if lc.is_running(c) else "dead", c.temp_dir]
-            for c in lc.load_all(args.state_dir)
-        ]
-        print(tabulate(rows, headers=["cluster", "dashboard", "GCS", "state", "temp dir"], tablefmt="github"))
+        rows = [[cluster.name, cluster.state, cluster.detail] for cluster in host.status()]
+        print(tabulate(rows, headers=["cluster", "state", "detail"], tablefmt="github"))
     else:
-        return _run(args)
+        return _run(args, host)
     return 0
 
 

@@ -14,10 +14,10 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import PROJECT_ROOT, address_file, log_progress_to, slurm  # noqa: E402
-from ray_workflow.cli_types import positive_float  # noqa: E402
-from ray_workflow.errors import script_main  # noqa: E402
-from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign  # noqa: E402
+from ray_workflow import PROJECT_ROOT, address_file, log_progress_to
+from ray_workflow.cli_types import positive_float
+from ray_workflow.errors import Interrupted, script_main
+from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -49,12 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--connect_timeout_s", type=positive_float, default=10.0, help="give up on silent clusters after this"
     )
-    parser.add_argument(
-        "--slurm_state_dir",
-        type=Path,
-        default=slurm.DEFAULT_STATE_DIR,
-        help="launch.py's --state_dir: where to ask SLURM why one of our clusters ended mid-job",
-    )
     return parser
 
 
@@ -84,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         queue=args.queue,
         wait=not args.no_wait,
         connect_timeout_s=args.connect_timeout_s,
-        slurm_state_dir=args.slurm_state_dir,
     )
     plan = assign(args.jobs, clusters, args.queue)
     if not args.working_dir.is_dir():
@@ -98,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = submitter.run(plan)
     except KeyboardInterrupt:
         stopped = submitter.stop_submitted()
-        print(
-            f"\ninterrupted: stopped {len(stopped)} submitted job(s): "
-            + ", ".join(f"{run.job_id} on {run.cluster_name}" for run in stopped)
-        )
-        return 130
+        jobs = ", ".join(f"{run.job_id} on {run.cluster_name}" for run in stopped)
+        raise Interrupted(f"stopped {len(stopped)} submitted job(s){': ' if jobs else ''}{jobs}") from None
     order = {cluster.dashboard_url: index for index, cluster in enumerate(clusters)}
     runs.sort(key=lambda run: order.get(run.cluster.dashboard_url, len(order)))
     print()

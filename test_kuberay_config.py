@@ -16,10 +16,10 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow.cli_types import non_negative_float, positive_int  # noqa: E402
-from ray_workflow.cluster_check import failures, run_check  # noqa: E402
-from ray_workflow.connection import connect_driver  # noqa: E402
-from ray_workflow.errors import script_main  # noqa: E402
+from ray_workflow.cli_types import non_negative_float, positive_int
+from ray_workflow.cluster_check import failures, run_check
+from ray_workflow.connection import connect_driver
+from ray_workflow.errors import script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@script_main
+@script_main(flags={"ray_address": "--address"})
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    connect_driver(args.address, "--address", logging_level="WARNING", log_to_driver=False)
+    connect_driver(args.address, logging_level="WARNING", log_to_driver=False)
     reports = run_check(
         args.num_jobs, args.gpus_per_job, args.require_isaaclab, check_capacity_first=not args.wait_for_autoscaling
     )

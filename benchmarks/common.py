@@ -13,7 +13,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from ray_workflow import local_cluster  # noqa: E402
+from ray_workflow.hosts import local as local_cluster  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -21,11 +21,8 @@ def local_clusters(count: int, num_cpus: int, prefix: str = "bench") -> Iterator
     """Fresh clusters on their own ports, stopped afterwards whatever happens (SIGTERM included)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     state_dir = Path(tempfile.mkdtemp(prefix="bench_state_"))
-    clusters = local_cluster.start_many(count, name=prefix, num_cpus=num_cpus, state_dir=state_dir)
-    try:
+    with local_cluster.running(count, name=prefix, num_cpus=num_cpus, state_dir=state_dir) as clusters:
         yield clusters
-    finally:
-        local_cluster.stop_matching(None, state_dir)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 from common import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "tests"))
-import k8s_harness  # noqa: E402
+import k8s_harness
 
 SEED_FLAGS = ["--cluster_host", "google_cloud", "--image", "nvcr.io/nvidia/isaac-lab:2.3.0"]
 SEED_FLAGS += ["--min_workers", "1", "--max_workers", "4", "--num_clusters", "3"]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ray import tune  # noqa: E402
+from ray import tune
 
-from ray_workflow.sweeps.cli import main  # noqa: E402
-from ray_workflow.sweeps.sweep import Sweep  # noqa: E402
-from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
+from ray_workflow.sweeps.cli import main
+from ray_workflow.sweeps.sweep import Sweep
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob
 
 MAX_ITERATIONS = int(os.environ.get("RSL_RL_MAX_ITERATIONS", "60"))
 DEVICE = os.environ.get("RSL_RL_DEVICE", "cuda:0")

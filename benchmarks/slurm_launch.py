@@ -20,7 +20,7 @@ from common import PROJECT_ROOT, describe
 
 sys.path.insert(0, str(PROJECT_ROOT / "tests"))
 
-from slurm_harness import SlurmForTests, missing  # noqa: E402
+from slurm_harness import SlurmForTests, missing
 
 
 def launch(env: dict[str, str], cwd: Path, *args: str) -> float:

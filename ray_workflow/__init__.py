@@ -5,11 +5,21 @@ installation, inside ``ray job submit --working-dir .`` and under ``./isaaclab.s
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# What every Ray node we start runs with, beyond its ports and token: no usage reports sent home.
+RAY_NODE_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def cache_dir(*parts: str) -> Path:
+    """Our folder under the user's cache (``$XDG_CACHE_HOME``, else ``~/.cache``): clusters' records, kept
+    tokens, saved tracebacks, the Kubernetes binaries of ``make k8s`` (``k8s/build.sh`` follows the same rule)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "isaaclab_ray", *parts)
 
 # What stays behind when this folder is uploaded to a cluster as a job's or a sweep's working
 # dir: environments, results, logs and the GPU-check bundle (Ray honours .gitignore, not

@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray_workflow import cache_dir
 from ray_workflow.atomic_file import atomic_write_text
 from ray_workflow.errors import UserError
 
@@ -32,7 +33,6 @@ TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
 TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
 # Every variable by which Ray takes a token: a cluster we start must see none but ours.
 AUTH_VARIABLES = (AUTH_MODE, TOKEN_VARIABLE, TOKEN_PATH_VARIABLE)
-DEFAULT_TOKEN_DIR = Path("~/.cache/isaaclab_ray/tokens").expanduser()
 
 
 class TokenError(UserError, ValueError):
@@ -51,7 +51,7 @@ class Token:
 
 
 def token_dir() -> Path:
-    return Path(os.environ.get("ISAACLAB_RAY_TOKEN_DIR") or DEFAULT_TOKEN_DIR).expanduser()
+    return Path(os.environ.get("ISAACLAB_RAY_TOKEN_DIR") or cache_dir("tokens")).expanduser()
 
 
 def user_token_path() -> Path:
@@ -126,12 +126,16 @@ def save_token(addresses: list[str], token: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = None
     for address in addresses:
-        path = token_path(address)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        atomic_write_text(path, token)
+        path = write_private(token_path(address), token)
     assert path is not None
     return path
+
+
+def write_private(path: Path, token: str) -> Path:
+    """Write ``token`` to ``path`` atomically, readable by the user only (mode 0600, before the token is in it)."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    return atomic_write_text(path, token)
 
 
 def forget_token(addresses: list[str]) -> None:

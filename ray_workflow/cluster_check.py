@@ -45,7 +45,7 @@ def _nvidia_smi() -> str:
         return "missing (not on PATH)"
     listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
     if listing.returncode != 0:
-        return f"error: {(listing.stderr or listing.stdout).strip().splitlines()[:1]}"
+        return f"failed: {(listing.stderr or listing.stdout).strip().splitlines()[:1]}"
     gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
     return f"{len(gpus)} GPU(s): {gpus[0].split(' (UUID')[0]}" if gpus else "no GPU listed"
 
@@ -65,7 +65,7 @@ def _missing(packages: tuple[str, ...]) -> list[str]:
     for package in packages:
         try:
             importlib.import_module(package)
-        except Exception:  # noqa: BLE001 - any import failure means the package is unusable
+        except Exception:  # any import failure means the package is unusable
             missing.append(package)
     return missing
 
@@ -114,7 +114,7 @@ def failures(reports: list[TaskReport], gpus_per_job: float, require_nvidia_smi:
         where = f"task {report.index} on {report.node}"
         if gpus_per_job > 0 and not report.ray_gpu_ids:
             reasons.append(f"{where}: Ray assigned no GPU")
-        if gpus_per_job > 0 and require_nvidia_smi and report.nvidia_smi.startswith(("missing", "error")):
+        if gpus_per_job > 0 and require_nvidia_smi and report.nvidia_smi.startswith(("missing", "failed")):
             reasons.append(f"{where}: nvidia-smi {report.nvidia_smi}")
         if report.nvidia_smi[:1].isdigit() and report.torch_cuda == "CUDA not available":
             reasons.append(f"{where}: nvidia-smi sees GPUs but torch cannot use CUDA")

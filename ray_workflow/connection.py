@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from ray_workflow import auth
-from ray_workflow.errors import UserError, WorldError
+from ray_workflow.errors import UserError, WorldError, setting
 
 logger = logging.getLogger(__name__)
 
@@ -48,29 +48,32 @@ def resolve_address(address: str) -> str:
     from ray._private.services import find_gcs_addresses
 
     running = sorted(find_gcs_addresses())
+    flag = setting("ray_address")
     if len(running) > 1:
         raise ClusterUnreachable(
-            f"--ray_address auto: {len(running)} Ray clusters run on this machine ({', '.join(running)}); "
-            "pass one of them with --ray_address"
+            f"{flag} auto: {len(running)} Ray clusters run on this machine ({', '.join(running)}); "
+            f"pass one of them with {flag}"
         )
     if not running:
-        raise ClusterUnreachable("--ray_address auto: no Ray cluster runs here; pass --ray_address ADDRESS or local")
+        raise ClusterUnreachable(f"{flag} auto: no Ray cluster runs here; pass {flag} ADDRESS or local")
     return running[0]
 
 
-def check_reachable(address: str, flag: str = "--ray_address", timeout_s: float = 10.0) -> None:
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     """Fail within ``timeout_s`` if nothing listens at the address (Ray itself retries for minutes)."""
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not port.isdigit() or not host:
-        raise ConnectionInputError(f"{flag} {address!r}: expected HOST:PORT")
+        raise ConnectionInputError(f"{setting('ray_address')} {address!r}: expected HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as error:
-        raise ClusterUnreachable(f"{flag} {address}: no Ray cluster answers there ({error})") from None
+        raise ClusterUnreachable(
+            f"{setting('ray_address')} {address}: no Ray cluster answers there ({error})"
+        ) from None
 
 
-def connect_driver(address: str, flag: str, *, check: bool = True, **init_options: Any) -> None:
+def connect_driver(address: str, *, check: bool = True, **init_options: Any) -> None:
     """``ray.init`` as a driver of the cluster at ``address`` (``auto`` resolved), with the token we find for
     it, or one line saying why not: nothing answers, a token file that cannot be a token, a refused token.
 
@@ -80,18 +83,15 @@ def connect_driver(address: str, flag: str, *, check: bool = True, **init_option
 
     address = resolve_address(address)
     if check:
-        check_reachable(address, flag)
+        check_reachable(address)
     logger.info("Connecting to the Ray cluster at %s", address)
-    try:
-        token = auth.prepare_driver(address)
-    except auth.TokenError as error:
-        raise ConnectionInputError(str(error)) from None
+    token = auth.prepare_driver(address)
     try:
         ray.init(address=address, **init_options)
     except ConnectionError as error:
         # Something answers there: Ray's GCS refusing the token is what ends this way.
         tried = f"the token from {token.source}" if token else f"no token (none in {auth.user_token_path()})"
         raise ClusterUnreachable(
-            f"{flag} {address}: the Ray cluster there did not let us in with {tried}; is it that cluster's "
-            f"token? ({error})"
+            f"{setting('ray_address')} {address}: the Ray cluster there did not let us in with {tried}; is it that "
+            f"cluster's token? ({error})"
         ) from None

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth, slurm
+from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth, hosts
 from ray_workflow.address_file import ClusterAddress, redact
 from ray_workflow.connection import drop_address_overrides
-from ray_workflow.errors import UserError
+from ray_workflow.errors import UserError, WorkflowError, setting
 
 logger = logging.getLogger(__name__)
 STATUS_POLL_S = 0.25
@@ -97,7 +97,6 @@ class SubmitOptions:
     queue: bool = False
     wait: bool = True
     connect_timeout_s: float = 10.0
-    slurm_state_dir: Path = slurm.DEFAULT_STATE_DIR  # where to ask why one of our SLURM clusters vanished
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +124,7 @@ def assign(jobs: list[str], clusters: list[ClusterAddress], use_queue: bool) -> 
         return Plan(first=[(cluster, jobs[0]) for cluster in clusters], queued=[], idle=[])
     if len(jobs) > len(clusters) and not use_queue:
         raise SubmissionError(
-            f"{len(jobs)} jobs for {len(clusters)} clusters; start more clusters or pass --queue "
+            f"{len(jobs)} jobs for {len(clusters)} clusters; start more clusters or pass {setting('queue')} "
             "to run the extra jobs on whichever cluster is free first"
         )
     return Plan(
@@ -154,6 +153,18 @@ def why_not_ready(cluster: ClusterAddress, timeout_s: float) -> tuple[RunStatus,
         return RunStatus.UNREACHABLE, f"{where} is unreachable: HTTP {error.code} {error.reason}"
     except (urllib.error.URLError, OSError, ValueError) as error:
         return RunStatus.UNREACHABLE, f"{where} is unreachable: {getattr(error, 'reason', error)}"
+
+
+def why_ended(cluster: ClusterAddress) -> str | None:
+    """The host's own word on a cluster that stopped answering (``SLURM TIMEOUT (...)``), when the address block
+    says where it runs and the host knows; else None."""
+    host = hosts.from_record(cluster.host) if cluster.host is not None and cluster.name else None
+    if host is None:
+        return None
+    try:
+        return host.why_ended(cluster.name)
+    except WorkflowError:  # the host cannot be asked either (kubectl or SLURM's commands failing)
+        return None
 
 
 class MultiClusterSubmitter:
@@ -211,7 +222,7 @@ class MultiClusterSubmitter:
             client = await asyncio.to_thread(
                 JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
             )
-        except Exception as error:  # noqa: BLE001 - reported per cluster; the other clusters go on
+        except Exception as error:  # reported per cluster; the other clusters go on
             self.runs.append(JobRun(cluster=cluster, job=job, status=RunStatus.UNREACHABLE, error=str(error)))
             return
         self._clients[cluster.dashboard_url] = client
@@ -221,12 +232,12 @@ class MultiClusterSubmitter:
             self.runs.append(run)
             try:
                 await self._run_one(client, run)
-            except Exception as error:  # noqa: BLE001 - one failed job must not stop the others
+            except Exception as error:  # one failed job must not stop the others
                 run.ended = time.monotonic()
                 if run.job_id is not None:
                     # Submitted, then the cluster stopped answering: it ended (a SLURM time limit, say) or was lost,
                     # and takes no more jobs.
-                    why = await asyncio.to_thread(slurm.why_cluster_ended, cluster.name, self.options.slurm_state_dir)
+                    why = await asyncio.to_thread(why_ended, cluster)
                     run.status = RunStatus.CLUSTER_LOST
                     run.error = f"cluster {run.cluster_name} ended: {why or f'it stopped answering ({error})'}"
                     self._say(run.cluster_name, run.error)
@@ -288,7 +299,7 @@ class MultiClusterSubmitter:
             if run.job_id and client and not run.status.final:
                 try:
                     client.stop_job(run.job_id)
-                except Exception:  # noqa: BLE001, S112 - the job may have ended meanwhile
+                except Exception:  # the job may have ended meanwhile
                     continue
                 run.status = RunStatus.STOPPED
                 stopped.append(run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ray_workflow.errors import UserError
+from ray_workflow.errors import UserError, setting
 
 # Our mark on what we create: a label on RayClusters, the comment of SLURM jobs, a file in local temp dirs.
 OWNER = "isaaclab-ray-workflow"
@@ -28,7 +28,7 @@ class ClusterNameError(UserError, ValueError):
     """A cluster name that breaks the rule; the message names the flag, the value and the rule."""
 
 
-def check_cluster_name(name: str, what: str = "--name") -> str:
+def check_cluster_name(name: str, what: str = setting("name")) -> str:
     if not _DNS_1035.match(name):
         raise ClusterNameError(
             f"{what} {name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
@@ -45,10 +45,12 @@ def check_cluster_name(name: str, what: str = "--name") -> str:
 def numbered_names(name: str, count: int) -> list[str]:
     """``name`` for one cluster, ``name-1`` .. ``name-N`` for several, each checked once suffixed."""
     if count < 1:
-        raise ClusterNameError(f"--num_clusters {count}: must be at least 1")
+        raise ClusterNameError(f"{setting('num_clusters')} {count}: must be at least 1")
     names = [name] if count == 1 else [f"{name}-{index}" for index in range(1, count + 1)]
     for candidate in names:
-        check_cluster_name(candidate, "--name" if candidate == name else f"--name {name!r} once suffixed:")
+        check_cluster_name(
+            candidate, setting("name") if candidate == name else f"{setting('name')} {name!r} once suffixed:"
+        )
     return names
 
 

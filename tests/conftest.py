@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import sys
@@ -18,7 +19,9 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from ray_workflow import local_cluster  # noqa: E402
+import k8s_harness  # noqa: E402
+
+from ray_workflow.hosts import local as local_cluster  # noqa: E402
 from ray_workflow.sweeps.training_command import TrainingJob  # noqa: E402
 
 # The tests run with a home of their own, so that nothing they do reads or changes the user's: the address file,
@@ -52,7 +55,7 @@ def ray_cluster(cluster_state_dir: Path) -> Iterator[local_cluster.LocalCluster]
     """One two-CPU cluster shared by the tests that only need somewhere to run."""
     cluster = local_cluster.start("pytest-shared", num_cpus=2, state_dir=cluster_state_dir)
     yield cluster
-    local_cluster.stop(cluster, cluster_state_dir)
+    local_cluster.down(cluster, cluster_state_dir)
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +183,47 @@ def saved_sweep_state(experiment: Path) -> tuple[list[Path], list[Path]] | None:
 
     try:
         trials = ExperimentAnalysis(str(experiment)).trials
-    except Exception:  # noqa: BLE001 - no state written yet, or being replaced
+    except Exception:  # no state written yet, or being replaced
         return None
     finished = [experiment / f"trial_{t.trial_id}" for t in trials if t.status == "TERMINATED"]
     checkpointed = [experiment / f"trial_{t.trial_id}" for t in trials if t.status != "TERMINATED" and t.checkpoint]
     return (finished, checkpointed) if finished and checkpointed else None
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[k8s_harness.KubernetesForTests]:
+    """One real Kubernetes control plane for every KubeRay test of the session, started by the first that asks.
+    Without its binaries the tests skip, saying so, except in CI (CI=true), which must run them."""
+    reason = k8s_harness.missing()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run the Kubernetes tests: {reason}")
+    if reason:
+        pytest.skip(reason)
+    plane = k8s_harness.KubernetesForTests(k8s_harness.binaries())
+    plane.start()
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture
+def kube(control_plane: k8s_harness.KubernetesForTests, monkeypatch, request):
+    """A namespace of the test's own on the control plane (``kube.Namespace``), with kubectl (and our tools) pointed
+    at it."""
+    from kube import Namespace
+
+    name = "t-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    control_plane.kubectl("create", "namespace", name)
+    for variable, value in control_plane.environment.items():
+        monkeypatch.setenv(variable, value)
+    yield Namespace(control_plane, name)
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def validator():
+    """The bundled KubeRay v1.7.0 RayCluster CRD's schema, as the offline check uses it."""
+    from kube import CRD
+
+    from ray_workflow.hosts.kuberay import crd_schema
+
+    return crd_schema.validator_from_file(CRD)

@@ -16,7 +16,7 @@ parser.add_argument("--out", type=Path, required=True)
 parser.add_argument("--end", choices=["return", "exit_3", "exit_message", "raise", "interrupt"], required=True)
 args = parser.parse_args()
 
-left_open = open(args.out / "left_open.txt", "w")  # noqa: SIM115 - left open on purpose
+left_open = open(args.out / "left_open.txt", "w")  # left open on purpose
 left_open.write("buffered, never flushed by the program\n")
 atexit.register(lambda: (args.out / "atexit.txt").write_text("atexit ran\n"))
 main_ended = threading.Event()

@@ -15,10 +15,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from daemons import Daemons, free_port
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.process_groups import end_process_group
 
 BUILD_SCRIPT = PROJECT_ROOT / "k8s" / "build.sh"
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
@@ -68,12 +66,6 @@ def missing() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _write_key_and_certificate(key_path: Path, cert_path: Path | None, common_name: str) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path.write_bytes(
@@ -106,45 +98,21 @@ class KubernetesForTests:
         self.root = Path(tempfile.mkdtemp(prefix="pytest_k8s_"))
         self.kubeconfig = self.root / "kubeconfig"
         self.tokens = {"admin": secrets.token_hex(16), "viewer": secrets.token_hex(16)}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.daemons = Daemons(self.root)
         self.api_port = 0
         self.environment = {
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
-    # -- processes ------------------------------------------------------------------------------------
-    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.root / f"{name}.log", "wb") as output:
-            self.processes[name] = subprocess.Popen(
-                command,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **self.environment, **(env or {})},
-                cwd=self.root,
-            )
+    def _spawn(self, name: str, command: list[str]) -> None:
+        self.daemons.spawn(name, command, env=self.environment, cwd=self.root)
 
     def log(self, name: str) -> str:
-        path = self.root / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def _check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+        return self.daemons.log(name)
 
     def _wait(self, what: str, ready: Any, timeout_s: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._check_alive()
-            result = ready()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not ready after {timeout_s:g} s (logs in {self.root})")
-            time.sleep(0.5)
+        return self.daemons.wait(what, ready, timeout_s)
 
     # -- kubectl ----------------------------------------------------------------------------------------
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, user: str = "admin") -> str:
@@ -354,8 +322,5 @@ class KubernetesForTests:
         )
 
     def stop(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            end_process_group(process.pid, reap=process.poll)
-            process.wait(timeout=30)
-        self.processes.clear()
+        self.daemons.stop()
         shutil.rmtree(self.root, ignore_errors=True)

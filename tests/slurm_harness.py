@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ray_workflow.process_groups import end_process_group
+from daemons import Daemons, free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 NODES = ("node1", "node2")
@@ -35,12 +35,6 @@ def missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _daemon(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
@@ -52,20 +46,10 @@ class SlurmForTests:
         self.root = Path(tempfile.mkdtemp(prefix="pytest_slurm_"))
         self.root.chmod(0o755)
         self.conf = self.root / "slurm.conf"
-        self.groups: list[int] = []
+        self.daemons = Daemons(self.root / "log")
         self.environment = {"SLURM_CONF": str(self.conf)}
 
-    def _spawn(self, command: list[str], log: str, user: str | None = None) -> None:
-        if user is not None:
-            command = ["runuser", "-u", user, "--", *command]
-        with open(self.root / "log" / log, "wb") as output:
-            process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        self.groups.append(process.pid)
-
     def start(self, timeout_s: float = 60.0) -> None:
-        (self.root / "log").mkdir()
         munge = self.root / "munge"
         munge.mkdir(mode=0o755)
         key = munge / "munge.key"
@@ -75,7 +59,8 @@ class SlurmForTests:
         for path in (munge, key):
             os.chown(path, owner.pw_uid, owner.pw_gid)
         socket_path = munge / "munge.sock"
-        self._spawn(
+        self.daemons.spawn(
+            "munged",
             [
                 _daemon("munged"),
                 "--foreground",
@@ -85,12 +70,11 @@ class SlurmForTests:
                 f"--pid-file={munge / 'munged.pid'}",
                 f"--seed-file={munge / 'munged.seed'}",
             ],
-            "munged.out",
             user="munge",
         )
-        self._wait(lambda: socket_path.exists(), timeout_s, "munged's socket")
+        self.daemons.wait("munged's socket", socket_path.exists, timeout_s, poll_s=0.2)
         node_lines = "\n".join(
-            f"NodeName={node} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 Port={_free_port()} "
+            f"NodeName={node} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 Port={free_port()} "
             f"CPUs={CPUS_PER_NODE} RealMemory={MEMORY_MB_PER_NODE} State=UNKNOWN"
             for node in NODES
         )
@@ -99,7 +83,7 @@ class SlurmForTests:
         self.conf.write_text(
             f"""ClusterName=pytest
 SlurmctldHost={socket.gethostname()}(127.0.0.1)
-SlurmctldPort={_free_port()}
+SlurmctldPort={free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -126,10 +110,10 @@ SlurmdParameters=config_overrides
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
-        self._spawn([_daemon("slurmctld"), "-D", "-f", str(self.conf)], "slurmctld.out")
+        self.daemons.spawn("slurmctld.out", [_daemon("slurmctld"), "-D", "-f", str(self.conf)])
         for node in NODES:
-            self._spawn([_daemon("slurmd"), "-D", "-f", str(self.conf), "-N", node], f"slurmd.{node}.out")
-        self._wait(self._nodes_idle, timeout_s, "both SLURM nodes to be idle")
+            self.daemons.spawn(f"slurmd.{node}.out", [_daemon("slurmd"), "-D", "-f", str(self.conf), "-N", node])
+        self.daemons.wait("both SLURM nodes to be idle", self._nodes_idle, timeout_s, poll_s=0.2)
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
         """A SLURM command from the harness's own folder, where ``sbatch --wrap`` leaves its ``slurm-<id>.out``."""
@@ -154,14 +138,6 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         shown = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
         return dict(field.split("=", 1) for field in shown.split() if "=" in field).get("JobState", "")
 
-    def _wait(self, condition, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                logs = "\n".join(p.read_text()[-2000:] for p in sorted((self.root / "log").glob("*")) if p.is_file())
-                raise RuntimeError(f"SLURM for tests: timed out waiting for {what}\n{logs}")
-            time.sleep(0.2)
-
     def stop(self) -> None:
         """Cancel every job (all were started by the tests), wait for SLURM to end them, then stop the daemons:
         a job's slurmstepd is not in slurmd's process group and would outlive it."""
@@ -170,6 +146,5 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             deadline = time.monotonic() + 60
             while self.queue() and time.monotonic() < deadline:
                 time.sleep(0.5)
-        for group in reversed(self.groups):
-            end_process_group(group, 5.0)
+        self.daemons.stop()
         shutil.rmtree(self.root, ignore_errors=True)

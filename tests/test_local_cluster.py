@@ -14,7 +14,7 @@ from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_no
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import address_file, auth
-from ray_workflow import local_cluster as lc
+from ray_workflow.hosts import local as lc
 
 JOB_PROBE = "python -c \"import os, sys, ray; ray.init(); print(os.environ['RAY_ADDRESS'], sys.executable)\""
 
@@ -34,9 +34,8 @@ def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
 @pytest.fixture(scope="module")
 def two_clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("state")
-    clusters = lc.start_many(2, name="pair", num_cpus=1, state_dir=state_dir)
-    yield clusters, state_dir
-    lc.stop_matching(None, state_dir)
+    with lc.running(2, name="pair", num_cpus=1, state_dir=state_dir) as clusters:
+        yield clusters, state_dir
 
 
 def test_clusters_get_distinct_ports_and_temp_dirs_and_each_runs_its_own_jobs(two_clusters):
@@ -64,7 +63,7 @@ def test_stopping_one_cluster_leaves_the_others_running(tmp_path, two_clusters):
     (first, _), _ = two_clusters
     extra = lc.start("extra", num_cpus=1, state_dir=tmp_path)
     assert lc.is_running(extra)
-    assert lc.stop(extra, tmp_path) is True
+    assert lc.down(extra, tmp_path) is True
     assert processes_mentioning(extra.temp_dir) == []
     assert lc.load_all(tmp_path) == []
     assert lc.is_running(first)
@@ -114,7 +113,7 @@ def test_stop_does_not_signal_a_group_that_no_longer_runs_the_cluster(tmp_path):
             num_cpus=None,
             num_gpus=None,
         )
-        assert lc.stop(stale, tmp_path) is False
+        assert lc.down(stale, tmp_path) is False
         assert bystander.untouched(), "an unrelated process group was signalled"
 
 
@@ -167,7 +166,7 @@ def test_cli_run_stops_its_cluster_and_returns_the_commands_exit_code(tmp_path):
 def test_gpus_are_split_between_clusters_without_sharing():
     assert lc.split_gpus(["0", "1", "2", "3"], 2, 2) == ["0,1", "2,3"]
     assert lc.split_gpus(["4", "7", "5"], 3, 1) == ["4", "7", "5"]
-    with pytest.raises(lc.LocalClusterError, match="needs 6 GPUs; this machine has 4"):
+    with pytest.raises(lc.LocalClusterInputError, match="needs 6 GPUs; this machine has 4"):
         lc.split_gpus(["0", "1", "2", "3"], 3, 2)
 
 
@@ -203,7 +202,8 @@ def test_down_never_deletes_a_directory_that_was_not_created_for_that_cluster(tm
     precious.mkdir()
     (precious / "weeks_of_training.pt").write_text("weights")
     record(tmp_path / "state", "forged", precious)
-    assert lc.stop_matching(None, tmp_path / "state")
+    host = lc.LocalHost(tmp_path / "state")
+    assert host.down([cluster.name for cluster in host.status()])
     assert (precious / "weeks_of_training.pt").read_text() == "weights"
     assert lc.load_all(tmp_path / "state") == []
 
@@ -212,7 +212,8 @@ def test_down_by_name_takes_the_cluster_and_its_numbered_members_only(tmp_path):
     state = tmp_path / "state"
     for name in ("team-a", "team-a-1", "team-a-2", "team-ab", "team-a-x1"):
         record(state, name, tmp_path / f"gone-{name}")
-    stopped = lc.stop_matching("team-a", state)
+    host = lc.LocalHost(state)
+    stopped = host.down([cluster.name for cluster in host.status("team-a")])
     assert sorted(c.name for c in stopped) == ["team-a", "team-a-1", "team-a-2"]
     assert sorted(c.name for c in lc.load_all(state)) == ["team-a-x1", "team-ab"]
 
@@ -256,7 +257,7 @@ def test_run_with_a_missing_command_says_so_and_stops_its_cluster(tmp_path):
 
 
 def test_base_port_outside_the_port_range_is_refused(tmp_path):
-    with pytest.raises(lc.LocalClusterError, match="--base_port 70000"):
+    with pytest.raises(lc.LocalClusterInputError, match="--base_port 70000"):
         lc.start("ports", base_port=70000, state_dir=tmp_path)
 
 
@@ -452,6 +453,6 @@ def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_n
             assert checked and cluster.base_port != checked[0]
             run_job(cluster, "python -c 'print(1)'")
         finally:
-            lc.stop(cluster, tmp_path)
+            lc.down(cluster, tmp_path)
     finally:
         holder.close()

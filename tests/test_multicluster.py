@@ -13,8 +13,8 @@ from conftest import PROJECT_ROOT, wait_for
 from ray.job_submission import JobSubmissionClient
 
 from ray_workflow import address_file, auth
-from ray_workflow import local_cluster as lc
 from ray_workflow.address_file import ClusterAddress
+from ray_workflow.hosts import local as lc
 from ray_workflow.multicluster import Plan, SubmissionError, assign
 
 SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
@@ -23,9 +23,8 @@ SUBMIT = [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py")]
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("mc_state")
-    started = lc.start_many(2, name="mc", num_cpus=2, num_gpus=2, state_dir=state_dir)
-    yield started
-    lc.stop_matching(None, state_dir)
+    with lc.running(2, name="mc", num_cpus=2, num_gpus=2, state_dir=state_dir) as started:
+        yield started
 
 
 @pytest.fixture
@@ -151,7 +150,7 @@ def test_fewer_jobs_than_clusters_uses_the_first_ones_with_a_note(clusters, tmp_
         assert job_statuses(clusters[0], x) == ["SUCCEEDED"] and job_statuses(clusters[1], y) == ["SUCCEEDED"]
         assert job_statuses(idle, x) == [] and job_statuses(idle, y) == []
     finally:
-        lc.stop(idle, tmp_path / "state")
+        lc.down(idle, tmp_path / "state")
 
 
 def test_malformed_address_file_names_file_and_line(tmp_path):
@@ -328,7 +327,7 @@ def test_a_cluster_refuses_a_wrong_token_and_one_with_its_own_token_refuses_the_
         wait_for(lambda: client.get_job_status(job_id).is_terminal(), 60, "the job to end")
         assert client.get_job_status(job_id) == JobStatus.SUCCEEDED
     finally:
-        lc.stop(own, tmp_path)
+        lc.down(own, tmp_path)
 
 
 def test_secrets_beside_the_scripts_are_not_uploaded_with_the_job(addresses, tmp_path):

@@ -15,7 +15,7 @@ from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, swee
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
-from ray_workflow import local_cluster as lc
+from ray_workflow.hosts import local as lc
 
 CONFIG = """\
 import dataclasses, sys
@@ -60,9 +60,8 @@ def results_by_trial(experiment: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("resilience_state")
-    cluster = lc.start("resilience-head", num_cpus=1, state_dir=state_dir)
-    yield cluster, state_dir
-    lc.stop_matching(None, state_dir)
+    with lc.running(1, name="resilience-head", num_cpus=1, state_dir=state_dir) as (cluster,):
+        yield cluster, state_dir
 
 
 def test_killed_driver_resumes_keeping_finished_trials_and_continuing_unfinished_ones(head, tmp_path):
@@ -114,7 +113,7 @@ def test_trial_on_a_lost_node_is_retried_from_its_checkpoint_and_the_sweep_compl
     import os
 
     os.killpg(worker.pgid, signal.SIGKILL)
-    lc.stop(worker, state_dir)
+    lc.down(worker, state_dir)
     assert wait_until_gone(worker.temp_dir, timeout_s=30) == [], "no process of the dead node's trial may remain"
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
@@ -148,7 +147,7 @@ def test_stopping_the_sweeps_ray_job_ends_every_trainer_on_every_node(head, tmp_
         wait_for(lambda: client.get_job_status(job_id) == JobStatus.STOPPED, 60, "the job to stop")
         assert wait_until_gone(name, timeout_s=30) == []
     finally:
-        lc.stop(worker, state_dir)
+        lc.down(worker, state_dir)
 
 
 def test_population_based_training_with_the_real_trainer_continues_every_exploit_from_the_donor(ray_driver, tmp_path):

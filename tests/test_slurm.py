@@ -24,7 +24,8 @@ from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_no
 from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
 
-from ray_workflow import address_file, auth, ray_ports, slurm
+from ray_workflow import address_file, auth, ray_ports
+from ray_workflow.hosts.slurm import script as slurm
 from ray_workflow.ray_ports import PORT_BLOCK
 
 why_not = missing()
@@ -436,10 +437,12 @@ def test_a_cluster_without_auth_takes_jobs_without_a_token_and_is_reported_at_it
         submitted = client.submit_job(entrypoint="python -c 'print(1)'")
         wait_for(lambda: client.get_job_status(submitted).is_terminal(), 50, "the job to end")
         assert client.get_job_status(submitted) == JobStatus.SUCCEEDED
-        # A job that outlives its cluster: multicluster_submit.py says in one line what SLURM did.
+        # A job that outlives its cluster: multicluster_submit.py says in one line what SLURM did (the address
+        # block names its host and state folder: no flag needed).
+        assert cluster.host is not None and cluster.host.get("state_dir") == str(state)
         outlived = subprocess.run(
             [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
-            + ["--slurm_state_dir", str(state), "-c 'import time; time.sleep(600)'"],
+            + ["-c 'import time; time.sleep(600)'"],
             env=env,
             capture_output=True,
             text=True,

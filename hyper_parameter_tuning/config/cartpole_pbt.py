@@ -10,11 +10,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for cartpole_sweep, also when loaded by tuner.py
 
-from cartpole_sweep import SWEEP as CARTPOLE  # noqa: E402
-from ray import tune  # noqa: E402
+# First: from here on, a mistake below or Ctrl-C while Ray imports is one line, not a traceback.
+from ray_workflow.sweeps.cli import main
 
-from ray_workflow.sweeps.cli import main  # noqa: E402
-from ray_workflow.sweeps.training_command import TrainerCheckpoints  # noqa: E402
+# isort: split
+from cartpole_sweep import SWEEP as CARTPOLE
+from ray import tune
+
+from ray_workflow.sweeps.training_command import TrainerCheckpoints
 
 # PBT compares trials and exploits every checkpoint interval: 10 iterations here.
 SWEEP = dataclasses.replace(

@@ -10,12 +10,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ray import tune  # noqa: E402
+# First: from here on, a mistake below or Ctrl-C while Ray imports is one line, not a traceback.
+from ray_workflow.sweeps.cli import main
 
-from ray_workflow.sweeps.cli import main  # noqa: E402
-from ray_workflow.sweeps.sweep import Sweep, environment_int  # noqa: E402
-from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
-from train_cartpole import MEAN_RETURN_TAG  # noqa: E402
+# isort: split
+from ray import tune
+
+from ray_workflow.sweeps.sweep import Sweep, environment_int
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob
+from train_cartpole import MEAN_RETURN_TAG
 
 # A full trial's length; CARTPOLE_MAX_ITERATIONS shortens it (the tests use it for quick sweeps).
 MAX_ITERATIONS = environment_int("CARTPOLE_MAX_ITERATIONS", 300)

@@ -18,11 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ray import tune  # noqa: E402
+# First: from here on, a mistake below or Ctrl-C while Ray imports is one line, not a traceback.
+from ray_workflow.sweeps.cli import main
 
-from ray_workflow.sweeps.cli import main  # noqa: E402
-from ray_workflow.sweeps.sweep import Sweep, environment_int  # noqa: E402
-from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob  # noqa: E402
+# isort: split
+from ray import tune
+
+from ray_workflow.sweeps.sweep import Sweep, SweepConfigError, environment_int
+from ray_workflow.sweeps.training_command import TrainerCheckpoints, TrainingJob
 
 TASK = "Isaac-Cartpole-Direct"
 RL_LIBRARY = os.environ.get("ISAACLAB_RL_LIBRARY", "rsl_rl")
@@ -104,7 +107,7 @@ LIBRARIES = {
     ),
 }
 if RL_LIBRARY not in LIBRARIES:
-    raise ValueError(f"ISAACLAB_RL_LIBRARY={RL_LIBRARY!r}: choose one of {', '.join(LIBRARIES)}")
+    raise SweepConfigError(f"ISAACLAB_RL_LIBRARY={RL_LIBRARY!r}: choose one of {', '.join(LIBRARIES)}")
 LIBRARY = LIBRARIES[RL_LIBRARY]
 
 SWEEP = Sweep(

@@ -7,13 +7,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ray_workflow import log_progress_to
-from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
-from ray_workflow.errors import report_module_errors, script_main
-from ray_workflow.sweeps.sweep import Sweep, load_sweep
-from ray_workflow.sweeps.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep
+from ray_workflow.errors import report_config_errors, script_main
 
-report_module_errors()  # every sweep config imports this module before it reads its settings
+# Every sweep config imports this module first: from here on, what stops the config before its main (a mistake in
+# its settings, Ctrl-C while Ray and torch import) is one line too.
+report_config_errors()
+
+from ray_workflow import log_progress_to  # noqa: E402
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
+from ray_workflow.sweeps.sweep import Sweep, load_sweep  # noqa: E402
+from ray_workflow.sweeps.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep  # noqa: E402
 
 
 def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:

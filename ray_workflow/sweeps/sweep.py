@@ -91,7 +91,7 @@ def load_sweep(path: Path | str, attribute: str = "SWEEP") -> Sweep:
         raise SweepConfigError(f"{path}: {error}") from None
     except SyntaxError as error:
         raise SweepConfigError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
-    except Exception as error:  # noqa: BLE001 - any error in user code becomes one line naming its place
+    except Exception as error:  # any error in user code becomes one line naming its place
         # Name the line of the config that went wrong, not the line deep inside Ray that noticed.
         frames = traceback.extract_tb(error.__traceback__)
         in_config = [frame for frame in frames if Path(frame.filename) == path] or frames

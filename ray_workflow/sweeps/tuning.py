@@ -25,7 +25,8 @@ from ray.tune.search.sample import Categorical, Domain
 
 from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
 from ray_workflow.cluster_check import largest_node
-from ray_workflow.connection import ConnectionInputError, connect_driver
+from ray_workflow.connection import connect_driver
+from ray_workflow.errors import setting
 from ray_workflow.sweeps.report import SweepReport, write_report
 from ray_workflow.sweeps.sweep import Sweep, SweepConfigError
 from ray_workflow.sweeps.trainable import CommandTrainable
@@ -82,34 +83,42 @@ class TunerSettings:
     def validate(self) -> None:
         for name in ("cpus_per_trial", "gpus_per_trial", "trial_timeout_s"):
             if not math.isfinite(getattr(self, name)):
-                raise SweepConfigError(f"--{name} {getattr(self, name)}: must be a finite number")
+                raise SweepConfigError(f"{setting(name)} {getattr(self, name)}: must be a finite number")
         if self.searcher not in SEARCHERS:
-            raise SweepConfigError(f"--searcher {self.searcher}: choose one of {', '.join(SEARCHERS)}")
+            raise SweepConfigError(f"{setting('searcher')} {self.searcher}: choose one of {', '.join(SEARCHERS)}")
         if self.scheduler not in SCHEDULERS:
-            raise SweepConfigError(f"--scheduler {self.scheduler}: choose one of {', '.join(SCHEDULERS)}")
+            raise SweepConfigError(f"{setting('scheduler')} {self.scheduler}: choose one of {', '.join(SCHEDULERS)}")
         if self.num_samples < 1:
-            raise SweepConfigError(f"--num_samples {self.num_samples}: must be at least 1")
+            raise SweepConfigError(f"{setting('num_samples')} {self.num_samples}: must be at least 1")
         if self.cpus_per_trial < 0 or self.gpus_per_trial < 0:
-            raise SweepConfigError("--cpus_per_trial and --gpus_per_trial must not be negative")
+            raise SweepConfigError(f"{setting('cpus_per_trial')} and {setting('gpus_per_trial')} must not be negative")
         if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
-            raise SweepConfigError(f"--gpus_per_trial {self.gpus_per_trial}: above 1 it must be whole")
+            raise SweepConfigError(f"{setting('gpus_per_trial')} {self.gpus_per_trial}: above 1 it must be whole")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
-            raise SweepConfigError(f"--max_concurrent_trials {self.max_concurrent_trials}: must be at least 1")
+            raise SweepConfigError(
+                f"{setting('max_concurrent_trials')} {self.max_concurrent_trials}: must be at least 1"
+            )
         if self.trial_timeout_s <= 0:
-            raise SweepConfigError(f"--trial_timeout_s {self.trial_timeout_s}: must be positive")
+            raise SweepConfigError(f"{setting('trial_timeout_s')} {self.trial_timeout_s}: must be positive")
         if self.max_failures < 0:
-            raise SweepConfigError(f"--max_failures {self.max_failures}: must not be negative")
+            raise SweepConfigError(f"{setting('max_failures')} {self.max_failures}: must not be negative")
         if self.scheduler == "pbt" and self.searcher == "optuna":
-            raise SweepConfigError("--scheduler pbt picks hyperparameters itself; use --searcher random or grid")
+            raise SweepConfigError(
+                f"{setting('scheduler')} pbt picks hyperparameters itself; use {setting('searcher')} random or grid"
+            )
         if self.retry_errored and not self.resume:
-            raise SweepConfigError("--retry_errored only applies with --resume")
+            raise SweepConfigError(f"{setting('retry_errored')} only applies with {setting('resume')}")
         if self.resume and not self.name:
-            raise SweepConfigError("--resume needs --name, the experiment folder under --storage_path to continue")
+            raise SweepConfigError(
+                f"{setting('resume')} needs {setting('name')}, the experiment folder under "
+                f"{setting('storage_path')} to continue"
+            )
         if self.name is not None and (
             not self.name or self.name in (".", "..") or "/" in self.name or "\0" in self.name
         ):
             raise SweepConfigError(
-                f"--name {self.name!r}: an experiment's name is one folder name under --storage_path"
+                f"{setting('name')} {self.name!r}: an experiment's name is one folder name under "
+                f"{setting('storage_path')}"
             )
 
 
@@ -130,7 +139,7 @@ def grid_space(search_space: dict[str, Any]) -> dict[str, Any]:
             grid[key] = tune.grid_search(list(value.categories))
         elif isinstance(value, Domain):
             raise SweepConfigError(
-                f"--searcher grid: {key} is a continuous {type(value).__name__}; "
+                f"{setting('searcher')} grid: {key} is a continuous {type(value).__name__}; "
                 "use tune.choice or tune.grid_search for a grid"
             )
         else:
@@ -148,7 +157,9 @@ def build_search(sweep: Sweep, settings: TunerSettings) -> tuple[dict[str, Any],
     if settings.searcher == "random":
         return sweep.search_space, variants
     if has_grid:
-        raise SweepConfigError("--searcher optuna cannot search tune.grid_search axes; use --searcher grid")
+        raise SweepConfigError(
+            f"{setting('searcher')} optuna cannot search tune.grid_search axes; use {setting('searcher')} grid"
+        )
     from ray.tune.search.optuna import OptunaSearch
 
     return sweep.search_space, OptunaSearch(metric=sweep.metric, mode=sweep.mode, seed=settings.seed)
@@ -160,8 +171,8 @@ def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
     if settings.scheduler == "pbt":
         if sweep.job.checkpoints is None:
             raise SweepConfigError(
-                f"--scheduler pbt: sweep {sweep.name!r} has no trainer checkpoints (TrainingJob.checkpoints), "
-                "and PBT continues trials from each other's checkpoints"
+                f"{setting('scheduler')} pbt: sweep {sweep.name!r} has no trainer checkpoints "
+                "(TrainingJob.checkpoints), and PBT continues trials from each other's checkpoints"
             )
         mutations = {key: value for key, value in sweep.search_space.items() if isinstance(value, Domain)}
         return PopulationBasedTraining(
@@ -184,11 +195,13 @@ def resolve_storage(storage_path: str) -> str:
         return storage_path
     path = Path(storage_path).expanduser().resolve()
     if path.exists() and not path.is_dir():
-        raise SweepConfigError(f"--storage_path {storage_path}: is a file, not a folder")
+        raise SweepConfigError(f"{setting('storage_path')} {storage_path}: is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SweepConfigError(f"--storage_path {storage_path}: cannot create it ({error.strerror})") from None
+        raise SweepConfigError(
+            f"{setting('storage_path')} {storage_path}: cannot create it ({error.strerror})"
+        ) from None
     return str(path)
 
 
@@ -201,7 +214,8 @@ def claim_experiment(experiment: str, name: str) -> None:
         os.mkdir(experiment)
     except FileExistsError:
         raise SweepConfigError(
-            f"--name {name}: {experiment} already holds a sweep; choose another --name, or --resume to continue it"
+            f"{setting('name')} {name}: {experiment} already holds a sweep; choose another {setting('name')}, "
+            f"or {setting('resume')} to continue it"
         ) from None
 
 
@@ -216,10 +230,7 @@ def connect(address: str) -> None:
     if address == "local":
         ray.init(**options, logging_level="WARNING")
         return
-    try:
-        connect_driver(address, "--ray_address", check=not in_job_with_code, **options, logging_level="WARNING")
-    except ConnectionInputError as error:
-        raise SweepConfigError(str(error)) from None
+    connect_driver(address, check=not in_job_with_code, **options, logging_level="WARNING")
 
 
 def refuse_trials_no_node_holds(settings: TunerSettings) -> None:
@@ -227,13 +238,14 @@ def refuse_trials_no_node_holds(settings: TunerSettings) -> None:
     sweep writes anything, unless the cluster is expected to add bigger nodes."""
     largest = largest_node()
     for flag, resource, wanted in (
-        ("--cpus_per_trial", "CPU", settings.cpus_per_trial),
-        ("--gpus_per_trial", "GPU", settings.gpus_per_trial),
+        (setting("cpus_per_trial"), "CPU", settings.cpus_per_trial),
+        (setting("gpus_per_trial"), "GPU", settings.gpus_per_trial),
     ):
         if wanted > largest.get(resource, 0.0):
             raise SweepConfigError(
                 f"{flag} {wanted:g}: no node of the cluster has that many {resource}s (the largest has "
-                f"{largest.get(resource, 0.0):g}); give --wait_for_autoscaling if the cluster adds bigger nodes"
+                f"{largest.get(resource, 0.0):g}); give {setting('wait_for_autoscaling')} if the cluster adds "
+                "bigger nodes"
             )
 
 
@@ -248,7 +260,7 @@ def tracking_callbacks(settings: TunerSettings, name: str) -> list[tune.Callback
     try:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
     except ImportError as error:
-        raise SweepConfigError(f"--mlflow_uri needs MLflow installed ({error})") from None
+        raise SweepConfigError(f"{setting('mlflow_uri')} needs MLflow installed ({error})") from None
     return [MLflowLoggerCallback(tracking_uri=settings.mlflow_uri, experiment_name=name, save_artifact=False)]
 
 
@@ -335,7 +347,7 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     )
     if settings.resume:
         if not tune.Tuner.can_restore(experiment):
-            raise SweepConfigError(f"--resume: no sweep to continue at {experiment}")
+            raise SweepConfigError(f"{setting('resume')}: no sweep to continue at {experiment}")
         logger.info("Resuming %s: finished trials are kept, unfinished ones go on from their checkpoints", experiment)
         tuner = tune.Tuner.restore(
             experiment,

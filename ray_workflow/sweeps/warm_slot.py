@@ -13,8 +13,25 @@ the next trial, which forks from the untouched slot. It ends as a fresh interpre
 ``atexit`` handlers run, files flushed, the same exit status) but without tearing the interpreter down.
 
 The slot never runs a torch operation: a child forked after torch's OpenMP pool has started would
-deadlock in its first matrix multiply. This file is also the slot's program (run by the trainer's
-interpreter, which may lack Ray), so it imports nothing beyond Python's standard library.
+deadlock in its first matrix multiply.
+
+The two sides, apart below: the trial actor's (``WarmSlot``, in the Ray worker) and the slot's (``_serve``
+and what follows, run as this file's ``__main__`` by the trainer's interpreter, which may lack Ray: that side
+uses Python's standard library only). They talk over a Unix socket pair, one JSON object per line:
+
+| from | message | when |
+|---|---|---|
+| slot | ``{"ready": seconds, "missing": ["module: why", ...]}`` | its imports are done; it serves |
+| slot | ``{"unsafe": why}``, then it exits | its imports started CUDA: forking would be unsafe |
+| actor | ``{"args": [...], "cwd": ..., "env": {...}}`` and the output fd (``SCM_RIGHTS``) | a trial starts |
+| slot | ``{"started": pid}`` | the trainer runs, in a session and process group of its own (``pid``) |
+| slot | ``{"exited": pid, "code": code}`` | a trainer ended; ``code`` as ``subprocess`` gives it (``-N``: signal N) |
+| actor | end of stream (it closed its end) | the trial actor is done: the slot exits, its trainers with it |
+
+Why not ``multiprocessing``'s forkserver: it forks processes that run a pickled function in the parent's own
+interpreter, while a trainer must run in Isaac Lab's interpreter, as a script's ``__main__`` with that script's
+``sys.argv`` and exit status, in its own session, writing to the trial's log; what it would leave to us is all
+of this file but the fork. Linux only: ``fork``, ``prctl(PR_SET_PDEATHSIG)``, ``/proc/self`` and ``SCM_RIGHTS``.
 """
 
 from __future__ import annotations
@@ -71,6 +88,9 @@ def script_of(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, list[st
     if not first.startswith("#!") or " " in interpreter or not Path(interpreter).name.startswith("python"):
         return None
     return interpreter, [program, *argv[1:]]
+
+
+# -- The trial actor's side: in the Ray worker ---------------------------------------------------------------
 
 
 class WarmSlot:
@@ -208,10 +228,16 @@ class WarmSlot:
         self.errors.close()
 
 
+# -- Both sides: the actor starts the slot with it, the slot its trainers ------------------------------------
+
+
 def die_with_parent() -> None:
     """In a child: SIGKILL when the process that started it dies, so that nothing is orphaned."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# -- The slot's side: in the trainer's interpreter, standard library only -------------------------------------
 
 
 def _serve(connection: socket.socket, imports: Sequence[str]) -> dict:
@@ -267,7 +293,7 @@ def _import_deferring_warps_runtime(imports: Sequence[str]) -> list[str]:
     if "warp" in imports:
         try:
             warp = importlib.import_module("warp")
-        except Exception:  # noqa: BLE001 - reported below, with the other imports
+        except Exception:  # reported below, with the other imports
             pass
     real_init = getattr(warp, "init", None)
     if real_init is not None:
@@ -276,7 +302,7 @@ def _import_deferring_warps_runtime(imports: Sequence[str]) -> list[str]:
         for module in imports:
             try:
                 importlib.import_module(module)
-            except Exception as error:  # noqa: BLE001 - a module that will not import only makes the slot less warm
+            except Exception as error:  # a module that will not import only makes the slot less warm
                 missing.append(f"{module}: {type(error).__name__}: {error}")
     finally:
         if real_init is not None:
@@ -335,7 +361,7 @@ def _become_trainer(request: dict, slot_pid: int) -> None:
     except KeyboardInterrupt:
         sys.excepthook(*sys.exc_info())
         _end_as_python_would(-signal.SIGINT)
-    except BaseException:  # noqa: BLE001 - an uncaught exception ends a fresh interpreter too, with its traceback
+    except BaseException:  # an uncaught exception ends a fresh interpreter too, with its traceback
         sys.excepthook(*sys.exc_info())
         _end_as_python_would(1)
     _end_as_python_would(0)

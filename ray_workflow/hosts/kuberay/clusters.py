@@ -1,4 +1,4 @@
-"""Launching and tearing down KubeRay clusters: render, validate against the CRD, apply with kubectl.
+"""Our RayClusters in a namespace: validated against the CRD, applied with kubectl, listed, deleted.
 
 With token auth, every cluster of a user reads the user's Ray token from one Secret per namespace
 (``authOptions.secretName``), which ``apply`` creates or updates beside the RayClusters and ``down``
@@ -16,15 +16,21 @@ from typing import Any
 
 import yaml
 
-from ray_workflow import PROJECT_ROOT, crd_schema, yaml_input
-from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay_manifest import ManifestError
-from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name, is_member
+from ray_workflow import PROJECT_ROOT, yaml_input
+from ray_workflow.errors import WorldError
+from ray_workflow.hosts.kuberay import crd_schema
+from ray_workflow.hosts.kuberay.kubectl import Kubectl, KubectlError
+from ray_workflow.hosts.kuberay.manifest import ManifestError
+from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER
 
 logger = logging.getLogger(__name__)
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
 OUR_SELECTOR = f"{KUBERAY_OWNER_LABEL}={OWNER}"
 TOKEN_SECRET_KEY = "auth_token"  # the key KubeRay reads the token of an authOptions.secretName Secret from
+
+
+class KubeRayError(WorldError, RuntimeError):
+    """Clusters that could not be found or never became ready; the message names them."""
 
 
 def default_auth_secret() -> str:
@@ -104,7 +110,7 @@ def read_manifests(path: Path) -> list[dict[str, Any]]:
 
 
 def to_yaml(manifests: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(manifests, sort_keys=False)
+    return yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
 
 
 def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl, token: str | None = None) -> str:
@@ -114,7 +120,7 @@ def apply(manifests: list[dict[str, Any]], namespace: str, kubectl: Kubectl, tok
     (through stdin, never a command line), unless a Secret of that name that is not ours is there.
     """
     documents = list(manifests)
-    names = {manifest["spec"].get("authOptions", {}).get("secretName") for manifest in manifests} - {None}
+    names = {secret_name(manifest) for manifest in manifests} - {None}
     for name in sorted(names) if token else []:
         existing = _secret(name, namespace, kubectl)
         if existing is not None and not _is_ours(existing):
@@ -129,37 +135,22 @@ def our_clusters(namespace: str, kubectl: Kubectl) -> list[dict[str, Any]]:
     return sorted(listing.get("items", []), key=lambda item: item["metadata"]["name"])
 
 
-def _secret_name(cluster: dict[str, Any]) -> str | None:
+def secret_name(cluster: dict[str, Any]) -> str | None:
     return cluster.get("spec", {}).get("authOptions", {}).get("secretName")
 
 
-def down(name: str, namespace: str, kubectl: Kubectl) -> list[str]:
-    """Delete the RayCluster ``name`` (or its numbered clusters ``name-N``), if we created it; returns them.
-
-    Names match exactly, never by prefix: ``team-a`` does not take ``team-ab``.
-    """
-    check_cluster_name(name)
-    chosen = [item for item in our_clusters(namespace, kubectl) if is_member(item["metadata"]["name"], name)]
-    return _delete(chosen, namespace, kubectl)
-
-
 def delete(names: list[str], namespace: str, kubectl: Kubectl) -> list[str]:
-    """Delete those of ``names`` that are our RayClusters; returns them."""
+    """Delete those of ``names`` that are our RayClusters (matched exactly, never by prefix); returns them. The token
+    Secrets they named go too, if ours and no RayCluster left in the namespace (ours or not) names them."""
     chosen = [item for item in our_clusters(namespace, kubectl) if item["metadata"]["name"] in names]
-    return _delete(chosen, namespace, kubectl)
-
-
-def _delete(chosen: list[dict[str, Any]], namespace: str, kubectl: Kubectl) -> list[str]:
-    """Delete the RayClusters ``chosen`` (ours, as listed). The token Secrets they named go too, if ours and no
-    RayCluster left in the namespace (ours or not) names them."""
     if not chosen:
         return []
     names = [item["metadata"]["name"] for item in chosen]
     kubectl.run(["delete", "rayclusters.ray.io", "--namespace", namespace, *names])
     left = kubectl.get_json(["get", "rayclusters.ray.io", "--namespace", namespace]).get("items", [])
     left = [item for item in left if item["metadata"]["name"] not in names]
-    still_named = {_secret_name(item) for item in left}
-    for secret in sorted({_secret_name(item) for item in chosen} - still_named - {None}):
+    still_named = {secret_name(item) for item in left}
+    for secret in sorted({secret_name(item) for item in chosen} - still_named - {None}):
         existing = _secret(secret, namespace, kubectl)
         if existing is not None and _is_ours(existing):
             kubectl.run(["delete", "secret", "--namespace", namespace, secret])

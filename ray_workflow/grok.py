@@ -1,4 +1,5 @@
-"""The grok_*.sh scripts: write ~/.ray_address for KubeRay clusters (kubectl), SLURM clusters, or other Ray clusters."""
+"""The grok_*.sh scripts: write ~/.ray_address for our KubeRay clusters (kubectl), our SLURM clusters, or other Ray
+clusters (given addresses, local_clusters.py's, or the one running here)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from ray_workflow import address_file, log_progress_to, slurm
-from ray_workflow import local_cluster as lc
+from ray_workflow import address_file, log_progress_to
 from ray_workflow.cli_types import positive_float
-from ray_workflow.discovery import (
-    DiscoveryError,
-    given_addresses,
-    keep_tokens,
-    pod_addresses,
-    port_forward,
-    running_local_head,
-    wait_for_heads,
-)
-from ray_workflow.errors import script_main  # noqa: E402
-from ray_workflow.kubectl import Kubectl
+from ray_workflow.errors import WorldError, script_main
+from ray_workflow.hosts import ClusterHost
+from ray_workflow.hosts import local as lc
+from ray_workflow.hosts.kuberay import Kubectl, KubeRayHost
+from ray_workflow.hosts.slurm import DEFAULT_STATE_DIR, SlurmHost
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout_s", type=positive_float, default=600.0, help="wait this long for every node to join"
     )
     slurm_source.add_argument(
-        "--state_dir", type=Path, default=slurm.DEFAULT_STATE_DIR, help="the --state_dir given to launch.py"
+        "--state_dir", type=Path, default=DEFAULT_STATE_DIR, help="the --state_dir given to launch.py"
     )
     ray_source = sources.add_parser("ray", help="Ray clusters not on Kubernetes")
     for source in (kube, slurm_source, ray_source):
@@ -55,54 +49,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _running(host: ClusterHost, name: str | None) -> list[str]:
+    """Our clusters on ``host`` that run or wait to (``name`` and its ``name-N``, or all); refused if none."""
+    names = [cluster.name for cluster in host.status(name) if cluster.alive]
+    if not names:
+        named = f" named {name!r} (or {name}-N)" if name else ""
+        raise WorldError(f"no {host.kind} of ours{named}{host.scope} is running or starting")
+    return names
+
+
+def _write(clusters: list[address_file.ClusterAddress], output: Path) -> int:
+    address_file.update(clusters, output)
+    print(f"wrote {len(clusters)} cluster address(es) to {output}")
+    return 0
+
+
 def _kubectl(args: argparse.Namespace) -> int:
-    kubectl = Kubectl(args.kubectl_context)
-    heads = wait_for_heads(args.namespace, kubectl, args.name, args.timeout_s)
+    host = KubeRayHost(args.namespace, Kubectl(args.kubectl_context))
+    names = _running(host, args.name)
     if not args.port_forward:
-        clusters = pod_addresses(heads)
-        keep_tokens(heads, clusters, args.namespace, kubectl)
-        address_file.update(clusters, args.output)
-        print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
-        return 0
-    forwards = port_forward(list(heads), args.namespace, kubectl)
+        return _write(host.wait_ready(names, args.timeout_s), args.output)
+    forwards = host.port_forward(names, args.timeout_s)
     try:
-        keep_tokens(heads, forwards.addresses, args.namespace, kubectl)
         address_file.update(forwards.addresses, args.output)
         for cluster in forwards.addresses:
             print(f"{cluster.name}: {cluster.dashboard_url}")
         print(f"wrote {len(forwards.addresses)} forwarded address(es) to {args.output}; Ctrl-C stops forwarding")
         while forwards.alive():
             time.sleep(0.5)
-        print("error: a kubectl port-forward exited; the addresses no longer work", file=sys.stderr)
-        return 1
+        raise WorldError("a kubectl port-forward exited; the addresses no longer work")
     except KeyboardInterrupt:
+        print("stopped forwarding")
         return 0
     finally:
         forwards.stop()
 
 
 def _slurm(args: argparse.Namespace) -> int:
-    jobs = slurm.our_jobs(args.name)
-    if not jobs:
-        raise DiscoveryError(
-            f"no queued or running SLURM cluster of ours{f' named {args.name!r}' if args.name else ''}"
-        )
-    clusters = slurm.wait_ready(jobs, args.state_dir, args.timeout_s)
-    address_file.update(clusters, args.output)
-    print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
-    return 0
+    host = SlurmHost(args.state_dir)
+    return _write(host.wait_ready(_running(host, args.name), args.timeout_s), args.output)
 
 
 def _ray(args: argparse.Namespace) -> int:
     if args.address:
-        clusters = given_addresses(args.address, args.cluster_name)
-    elif recorded := [c for c in lc.load_all(args.state_dir) if lc.is_running(c)]:
-        clusters = [address_file.ClusterAddress(c.name, c.dashboard_url) for c in recorded]
-    else:
-        clusters = [running_local_head()]
-    address_file.update(clusters, args.output)
-    print(f"wrote {len(clusters)} cluster address(es) to {args.output}")
-    return 0
+        return _write(address_file.typed(args.address, args.cluster_name), args.output)
+    host = lc.LocalHost(args.state_dir)
+    if names := [cluster.name for cluster in host.status() if cluster.alive]:
+        return _write(host.wait_ready(names, timeout_s=10), args.output)
+    return _write([lc.running_local_head()], args.output)
 
 
 @script_main

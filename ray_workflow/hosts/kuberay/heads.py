@@ -1,4 +1,5 @@
-"""Finding the addresses of running Ray clusters: KubeRay head pods through kubectl, or local heads."""
+"""The head Pods of our RayClusters: whether each is Ready (and why not), their addresses and tokens, and
+``kubectl port-forward`` to their dashboards for use from outside the cluster network."""
 
 from __future__ import annotations
 
@@ -11,24 +12,14 @@ from subprocess import Popen
 from typing import Any
 
 from ray_workflow import auth
-from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress, dashboard_url, redact
-from ray_workflow.errors import UserError, WorldError
-from ray_workflow.kubectl import Kubectl, KubectlError
-from ray_workflow.kuberay import our_clusters
-from ray_workflow.names import is_member
+from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress
+from ray_workflow.hosts.kuberay.clusters import KubeRayError
+from ray_workflow.hosts.kuberay.kubectl import Kubectl, KubectlError
 from ray_workflow.process_groups import end_process_group
 
 logger = logging.getLogger(__name__)
 HEAD_SELECTOR = "ray.io/node-type=head"
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(?P<port>\d+) ->")
-
-
-class DiscoveryError(WorldError, RuntimeError):
-    """Clusters that could not be found or never became ready; the message names them."""
-
-
-class DiscoveryInputError(DiscoveryError, UserError, ValueError):
-    """Addresses or names the user gave that cannot be written as clusters."""
 
 
 def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -67,24 +58,9 @@ def head_pods(namespace: str, kubectl: Kubectl) -> dict[str, dict[str, Any]]:
 
 
 def wait_for_heads(
-    namespace: str,
-    kubectl: Kubectl,
-    name: str | None = None,
-    timeout_s: float = 600.0,
-    poll_s: float = 2.0,
-    among: list[str] | None = None,
+    names: list[str], namespace: str, kubectl: Kubectl, timeout_s: float = 600.0, poll_s: float = 2.0
 ) -> dict[str, dict[str, Any]]:
-    """Wait until every RayCluster of ours (``name`` or its ``name-N``, all if None; only those ``among``, if given)
-    has a Ready head with an IP."""
-    names = [item["metadata"]["name"] for item in our_clusters(namespace, kubectl)]
-    names = [
-        cluster
-        for cluster in names
-        if (name is None or is_member(cluster, name)) and (among is None or cluster in among)
-    ]
-    if not names:
-        which = f" named {name!r} (or {name}-N)" if name else ""
-        raise DiscoveryError(f"no RayCluster of ours{which} in namespace {namespace}")
+    """Wait until each RayCluster of ``names`` has a Ready head with an IP; its head Pods."""
     deadline = time.monotonic() + timeout_s
     last_report = ""
     while True:
@@ -95,7 +71,7 @@ def wait_for_heads(
             return {name: heads[name] for name in names}
         report = "; ".join(f"{name}: {why}" for name, why in sorted(waiting.items()))
         if time.monotonic() >= deadline:
-            raise DiscoveryError(f"not ready after {timeout_s:g} s: {report}")
+            raise KubeRayError(f"not ready after {timeout_s:g} s: {report}")
         if report != last_report:
             logger.info("waiting for %d of %d cluster(s): %s", len(waiting), len(names), report)
             last_report = report
@@ -173,35 +149,3 @@ def port_forward(names: list[str], namespace: str, kubectl: Kubectl, timeout_s: 
         forwards.stop()
         raise
     return forwards
-
-
-def given_addresses(addresses: list[str], names: list[str]) -> list[ClusterAddress]:
-    """Addresses typed by the user (dashboard URLs or HOST:PORT), named in order or after themselves."""
-    if names and len(names) != len(addresses):
-        raise DiscoveryInputError(f"{len(names)} --cluster_name for {len(addresses)} --address; give one per address")
-    clusters = []
-    for index, text in enumerate(addresses):
-        url = dashboard_url(text)
-        if url is None:
-            raise DiscoveryInputError(
-                f"--address {redact(text)!r} is not a Ray address (expected http://HOST:PORT or HOST:PORT)"
-            )
-        clusters.append(ClusterAddress(names[index] if names else None, url))
-    return clusters
-
-
-def running_local_head() -> ClusterAddress:
-    """The Ray cluster this machine's ``ray start`` runs (as ``ray.init(address='auto')`` finds it)."""
-
-    import ray
-
-    try:
-        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-        url = ray._private.worker.get_dashboard_url()
-    except (ConnectionError, RuntimeError) as error:
-        raise DiscoveryError(f"no running Ray cluster found on this machine ({error}); pass --address") from None
-    finally:
-        ray.shutdown()
-    if not url:
-        raise DiscoveryError("the running Ray cluster has no dashboard (started with --include-dashboard false?)")
-    return ClusterAddress("local", url if url.startswith("http") else f"http://{url}")

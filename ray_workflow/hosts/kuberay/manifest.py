@@ -17,7 +17,7 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.errors import UserError
+from ray_workflow.errors import UserError, setting
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
@@ -41,6 +41,9 @@ class WorkerGroup:
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterSpec:
+    """One RayCluster: ``template`` is the folder of ``cluster_configs/`` whose template renders it."""
+
+    template: str
     name: str
     namespace: str
     image: str
@@ -60,7 +63,9 @@ def worker_groups(**values: list) -> tuple[WorkerGroup, ...]:
     count = max(len(flag_values) for flag_values in values.values())
     for flag, flag_values in values.items():
         if len(flag_values) not in (1, count):
-            raise ManifestError(f"--{flag} has {len(flag_values)} values; give 1 or one per worker group ({count})")
+            raise ManifestError(
+                f"{setting(flag)} has {len(flag_values)} values; give 1 or one per worker group ({count})"
+            )
     expanded = {
         flag: flag_values * count if len(flag_values) == 1 else flag_values for flag, flag_values in values.items()
     }
@@ -87,28 +92,31 @@ def available_hosts() -> list[str]:
 def check_spec(spec: ClusterSpec) -> None:
     check_cluster_name(spec.name)
     if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
-        raise ManifestError(f"--namespace {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)")
+        raise ManifestError(
+            f"{setting('namespace')} {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)"
+        )
     if spec.auth_secret is not None and (not _DNS_1123.match(spec.auth_secret) or len(spec.auth_secret) > 63):
-        raise ManifestError(f"--auth_secret {spec.auth_secret!r} is not a valid Kubernetes Secret name")
+        raise ManifestError(f"{setting('auth_secret')} {spec.auth_secret!r} is not a valid Kubernetes Secret name")
     if not spec.image or any(char.isspace() for char in spec.image):
-        raise ManifestError(f"--image {spec.image!r} is not an image reference")
+        raise ManifestError(f"{setting('image')} {spec.image!r} is not an image reference")
     if not re.match(r"^\d+\.\d+\.\d+", spec.ray_version):
-        raise ManifestError(f"--ray_version {spec.ray_version!r}: expected a version such as 2.60.0")
+        raise ManifestError(f"{setting('ray_version')} {spec.ray_version!r}: expected a version such as 2.60.0")
     if spec.head_cpus <= 0 or spec.head_ram_gb <= 0:
-        raise ManifestError("--num_head_cpu and --head_ram_gb must be positive")
+        raise ManifestError(f"{setting('head_cpus')} and {setting('head_ram_gb')} must be positive")
     if not spec.worker_groups:
         raise ManifestError("at least one worker group is needed")
     for index, group in enumerate(spec.worker_groups):
         where = f"worker group {index}"
         if group.min_workers < 0 or group.max_workers < 0:
-            raise ManifestError(f"{where}: --min_workers and --max_workers must not be negative")
+            raise ManifestError(f"{where}: {setting('min_workers')} and {setting('max_workers')} must not be negative")
         if group.min_workers > group.max_workers:
             raise ManifestError(
-                f"{where}: --min_workers {group.min_workers} is greater than --max_workers {group.max_workers}"
+                f"{where}: {setting('min_workers')} {group.min_workers} is greater than {setting('max_workers')} "
+                f"{group.max_workers}"
             )
         if group.gpus < 0 or group.cpus <= 0 or group.ram_gb <= 0:
             raise ManifestError(
-                f"{where}: --gpu_per_worker must not be negative, --cpu_per_worker and --ram_gb_per_worker "
+                f"{where}: {setting('gpus')} must not be negative, {setting('cpus')} and {setting('ram_gb')} "
                 f"must be positive (got {group.gpus}, {group.cpus:g}, {group.ram_gb:g})"
             )
 
@@ -161,12 +169,12 @@ def _strict_tojson(value: Any) -> str:
     return json.dumps(value)
 
 
-def render(cluster_host: str, spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
-    """The RayCluster manifest for ``spec`` from ``cluster_host``'s template."""
-    template_path = configs_dir / cluster_host / TEMPLATE_NAME
-    if cluster_host not in [path.parent.name for path in configs_dir.glob(f"*/{TEMPLATE_NAME}")]:
+def render(spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
+    """The RayCluster manifest for ``spec`` from its template."""
+    template_path = configs_dir / spec.template / TEMPLATE_NAME
+    if spec.template not in [path.parent.name for path in configs_dir.glob(f"*/{TEMPLATE_NAME}")]:
         hosts = ", ".join(available_hosts()) if configs_dir == CLUSTER_CONFIGS else "see " + str(configs_dir)
-        raise ManifestError(f"--cluster_host {cluster_host!r}: no {TEMPLATE_NAME} there; choose one of {hosts}")
+        raise ManifestError(f"{setting('template')} {spec.template!r}: no {TEMPLATE_NAME} there; choose one of {hosts}")
     check_spec(spec)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(template_path.parent), str(configs_dir)]),

@@ -1,13 +1,15 @@
-"""Several independent Ray clusters on one machine, each on its own ports and temp dir.
+"""The local host: several independent Ray clusters on this machine, each on its own ports and temp dir.
 
 Ray clusters on one host collide unless every port differs (``ray_ports``) and each has
 its own temp dir. ``ray stop`` would stop every cluster on the machine, so a cluster is
-stopped by ending the process group that started it, after checking that the group
-still runs from that cluster's temp dir.
+ended by ending the process group that started it, after checking that the group
+still runs from that cluster's temp dir. ``LocalHost`` offers the verbs of every host
+(``ray_workflow.hosts``); the functions below it are what they are made of.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -18,12 +20,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from ray_workflow import auth, ray_ports
+import psutil
+
+from ray_workflow import RAY_NODE_ENVIRONMENT, auth, cache_dir, ray_ports
+from ray_workflow.address_file import ClusterAddress, HostRecord
 from ray_workflow.atomic_file import atomic_write_text
-from ray_workflow.errors import UserError, WorldError
+from ray_workflow.errors import UserError, WorldError, setting
+from ray_workflow.hosts import ClusterStatus, Rendered, Started
 from ray_workflow.names import LOCAL_OWNER_FILE, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
 from ray_workflow.ray_ports import PORT_BLOCK, ports_in_use
@@ -31,14 +39,14 @@ from ray_workflow.ray_ports import PORT_BLOCK, ports_in_use
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_PORT = 21000
-DEFAULT_STATE_DIR = Path("~/.cache/isaaclab_ray/local_clusters").expanduser()
+DEFAULT_STATE_DIR = cache_dir("local_clusters")
 
 
 class LocalClusterError(WorldError, RuntimeError):
     """A local cluster could not be started or stopped; the message says which and why."""
 
 
-class LocalClusterInputError(LocalClusterError, UserError, ValueError):
+class LocalClusterInputError(UserError, ValueError):
     """A setting the user gave that no cluster can be started with (name, ports, GPU split)."""
 
 
@@ -122,7 +130,7 @@ def start_environment(cluster: LocalCluster, cuda_visible_devices: str | None = 
     env = {
         **{key: value for key, value in os.environ.items() if key not in auth.AUTH_VARIABLES},
         **auth.cluster_environment(_token_of(cluster)),
-        "RAY_USAGE_STATS_ENABLED": "0",
+        **RAY_NODE_ENVIRONMENT,
         **ray_ports.metric_environment(cluster.base_port),
     }
     # A job's `python` is the first one on the PATH that `ray start` saw: make it ours.
@@ -146,6 +154,24 @@ def wait_for_dashboard(url: str, timeout_s: float) -> None:
         if time.monotonic() > deadline:
             raise LocalClusterError(f"dashboard at {url} did not answer within {timeout_s:g} s")
         time.sleep(0.2)
+
+
+def _check_node_ip(node_ip: str) -> None:
+    try:
+        address = ipaddress.ip_address(node_ip)
+    except ValueError:
+        raise LocalClusterInputError(f"{setting('node_ip')} {node_ip!r}: not an IP address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise LocalClusterInputError(
+            f"{setting('node_ip')} {node_ip}: clients cannot reach a cluster there; give this machine's address"
+        )
+
+
+def _check_base_port(base_port: int | None) -> None:
+    if base_port is not None and not 1024 <= base_port <= 65535 - PORT_BLOCK:
+        raise LocalClusterInputError(
+            f"{setting('base_port')} {base_port}: must be between 1024 and {65535 - PORT_BLOCK}"
+        )
 
 
 def _state_path(state_dir: Path, name: str) -> Path:
@@ -176,18 +202,10 @@ def start(
     unless the user names one that other machines can reach.
     """
     check_cluster_name(name)
-    try:
-        address = ipaddress.ip_address(node_ip)
-    except ValueError:
-        raise LocalClusterInputError(f"--node_ip_address {node_ip!r}: not an IP address") from None
-    if address.is_unspecified or address.is_multicast:
-        raise LocalClusterInputError(
-            f"--node_ip_address {node_ip}: clients cannot reach a cluster there; give this machine's address"
-        )
-    if base_port is not None and not 1024 <= base_port <= 65535 - PORT_BLOCK:
-        raise LocalClusterInputError(f"--base_port {base_port}: must be between 1024 and {65535 - PORT_BLOCK}")
+    _check_node_ip(node_ip)
+    _check_base_port(base_port)
     if _state_path(state_dir, name).exists():
-        raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; stop it first")
+        raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; end it first")
     settings = _NodeSettings(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -201,7 +219,7 @@ def start(
         if busy := ports_in_use(base_port):
             raise LocalClusterError(
                 f"cluster {name!r}: port {busy[0]} is already in use (ports {base_port}-{base_port + PORT_BLOCK - 1} "
-                "are needed); choose another --base_port"
+                f"are needed); choose another {setting('base_port')}"
             )
         return _start_on(name, base_port, settings, state_dir, timeout_s)
     # A free block can be taken by another program between the check and `ray start`: then the next one is tried.
@@ -270,14 +288,14 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
                 start_new_session=True,
             )
     except OSError as error:
-        _forget(cluster)
+        _remove_files(cluster)
         raise LocalClusterError(f"cannot run `ray start` ({error.strerror}: {error.filename})") from None
     cluster.pgid = process.pid
     failure = _wait_for_ray_start(process, Path(temp_dir), timeout_s)
     if failure is not None:
         text = output_path.read_text(errors="replace")
         end_process_group(cluster.pgid, reap=process.poll)
-        _forget(cluster)
+        _remove_files(cluster)
         if failure == "port" or "already in use" in text:
             raise PortTaken(f"a port of {base_port}-{base_port + PORT_BLOCK - 1} was taken before Ray could bind it")
         last = text.strip().splitlines()[-5:]
@@ -288,7 +306,7 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
     try:
         wait_for_dashboard(cluster.dashboard_url, timeout_s)
     except LocalClusterError:
-        stop(cluster, state_dir)
+        down(cluster, state_dir)
         raise
     return cluster
 
@@ -314,7 +332,7 @@ _BIND_FAILURE = b"Failed to start the grpc server"
 def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
     """The clusters recorded in ``state_dir``, by name; a damaged record is reported and skipped."""
     if state_dir.exists() and not state_dir.is_dir():
-        raise LocalClusterInputError(f"--state_dir {state_dir}: is a file, not a folder")
+        raise LocalClusterInputError(f"{setting('state_dir')} {state_dir}: is a file, not a folder")
     if not state_dir.is_dir():
         return []
     clusters = []
@@ -336,8 +354,8 @@ def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
     return sorted(clusters, key=lambda cluster: cluster.name)
 
 
-def _forget(cluster: LocalCluster) -> None:
-    """Remove what we made for a cluster that has stopped: its temp dir and, for a head, its token."""
+def _remove_files(cluster: LocalCluster) -> None:
+    """Remove what we made for a cluster that has ended: its temp dir and, for a head, its token."""
     _remove_temp_dir(cluster)
     if cluster.head_address is None and cluster.token_file:
         auth.forget_token([cluster.gcs_address, cluster.dashboard_url])
@@ -363,7 +381,7 @@ def processes(cluster: LocalCluster) -> list[int]:
         try:
             if any(cluster.temp_dir in arg for arg in member.cmdline()):
                 pids.append(member.pid)
-        except Exception:  # noqa: BLE001 - a process that ended while we looked is simply gone
+        except psutil.Error:  # a process that ended while we looked is simply gone
             continue
     return pids
 
@@ -372,8 +390,8 @@ def is_running(cluster: LocalCluster) -> bool:
     return bool(processes(cluster))
 
 
-def stop(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: float = 2.0) -> bool:
-    """Stop one cluster we started; returns False if it was no longer running.
+def down(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: float = 2.0) -> bool:
+    """End one node we started and remove its record and files; returns False if it was no longer running.
 
     The process group is ended only if it still holds the cluster's processes, so a
     group id reused by an unrelated program after a crash is never signalled. Ray's
@@ -382,7 +400,7 @@ def stop(cluster: LocalCluster, state_dir: Path = DEFAULT_STATE_DIR, grace_s: fl
     was_running = is_running(cluster)
     if was_running:
         end_process_group(cluster.pgid, grace_s)
-    _forget(cluster)
+    _remove_files(cluster)
     _state_path(state_dir, cluster.name).unlink(missing_ok=True)
     return was_running
 
@@ -403,74 +421,164 @@ def split_gpus(gpu_ids: list[str], count: int, per_cluster: int) -> list[str]:
     """``CUDA_VISIBLE_DEVICES`` for each of ``count`` clusters, ``per_cluster`` GPUs each, none shared."""
     if per_cluster < 1 or per_cluster * count > len(gpu_ids):
         raise LocalClusterInputError(
-            f"--gpus_per_cluster {per_cluster} x {count} clusters needs {per_cluster * count} GPUs; "
+            f"{setting('gpus_per_cluster')} {per_cluster} x {count} clusters needs {per_cluster * count} GPUs; "
             f"this machine has {len(gpu_ids)}"
         )
     return [",".join(gpu_ids[index * per_cluster : (index + 1) * per_cluster]) for index in range(count)]
 
 
-def start_many(
-    count: int,
-    *,
-    name: str = "local-ray",
-    num_cpus: int | None = None,
-    num_gpus: int | None = None,
-    gpus_per_cluster: int | None = None,
-    base_port: int | None = None,
-    state_dir: Path = DEFAULT_STATE_DIR,
-    token_auth: bool = True,
-    own_token: bool = False,
-    node_ip: str = "127.0.0.1",
-) -> list[LocalCluster]:
-    """Start ``count`` clusters; if one fails, the ones already started are stopped again.
+def running_local_head() -> ClusterAddress:
+    """The Ray cluster this machine's ``ray start`` runs (as ``ray.init(address='auto')`` finds it)."""
+    import ray
 
-    ``gpus_per_cluster`` splits this machine's GPUs between the clusters with
-    ``CUDA_VISIBLE_DEVICES``; ``num_gpus`` instead declares GPU slots (fake ones on a
-    CPU-only machine, which is how GPU scheduling is tested without a GPU).
-    """
-    names = numbered_names(name, count)
-    device_sets: list[str | None] = [None] * count
-    if gpus_per_cluster is not None:
-        device_sets = list(split_gpus(visible_gpu_ids(), count, gpus_per_cluster))
-        num_gpus = gpus_per_cluster
-    started: list[LocalCluster] = []
     try:
-        for index, member in enumerate(names):
-            base = None if base_port is None else base_port + index * PORT_BLOCK
-            cluster = start(
-                member,
-                base_port=base,
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
-                cuda_visible_devices=device_sets[index],
-                state_dir=state_dir,
-                token_auth=token_auth,
-                own_token=own_token,
-                node_ip=node_ip,
+        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+        url = ray._private.worker.get_dashboard_url()
+    except (ConnectionError, RuntimeError) as error:
+        raise LocalClusterError(
+            f"no running Ray cluster found on this machine ({error}); pass {setting('address')}"
+        ) from None
+    finally:
+        ray.shutdown()
+    if not url:
+        raise LocalClusterError("the running Ray cluster has no dashboard (was it started without one?)")
+    return ClusterAddress("local", url if url.startswith("http") else f"http://{url}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSpec:
+    """What each local cluster of a launch offers and how it is reached: CPUs and GPU slots (or GPUs of this
+    machine split between them), ports (a free block each, or from ``base_port``), token auth, its address."""
+
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    gpus_per_cluster: int | None = None
+    base_port: int | None = None
+    token_auth: bool = True
+    own_token: bool = False
+    node_ip: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check_node_ip(self.node_ip)
+        _check_base_port(self.base_port)
+
+
+class LocalHost:
+    """Ray clusters on this machine, recorded in ``state_dir``: the host verbs of ``ray_workflow.hosts``."""
+
+    kind = "local cluster"
+
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        self.state_dir = Path(state_dir)
+        self.scope = f" in {self.state_dir}"
+
+    @property
+    def record(self) -> HostRecord:
+        return HostRecord.of("local", state_dir=str(self.state_dir))
+
+    @classmethod
+    def from_record(cls, record: HostRecord) -> LocalHost:
+        return cls(Path(record.get("state_dir") or DEFAULT_STATE_DIR))
+
+    def render(self, spec: LocalSpec, names: list[str]) -> list[Rendered]:
+        ports = f"ports from {spec.base_port}" if spec.base_port else "the first free block of ports"
+        return [Rendered(name, f"{name}: a Ray head on {spec.node_ip}, {ports}\n", spec) for name in names]
+
+    def check(self, rendered: list[Rendered], offline: bool) -> str:
+        recorded = {cluster.name for cluster in load_all(self.state_dir)}
+        if clashing := [cluster.name for cluster in rendered if cluster.name in recorded]:
+            raise LocalClusterError(
+                f"a local cluster named {clashing[0]!r} is already recorded in {self.state_dir}; end it first"
             )
-            started.append(cluster)
-            logger.info("started %s: %s (GCS %s)", member, cluster.dashboard_url, cluster.gcs_address)
-    except BaseException:
-        for cluster in started:
-            stop(cluster, state_dir)
-        raise
-    return started
+        spec = rendered[0].document
+        if spec.gpus_per_cluster is not None:
+            split_gpus(visible_gpu_ids(), len(rendered), spec.gpus_per_cluster)
+        return "checked"
 
+    def start(self, rendered: list[Rendered]) -> Started:
+        """Start every cluster, or none: if one fails, the ones already started are ended again.
 
-def stop_matching(name: str | None, state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
-    """Stop the recorded cluster ``name`` and its numbered clusters ``name-N`` (all if None); returns them.
-
-    One cluster that cannot be stopped does not keep the others running.
-    """
-    if name is not None:
-        check_cluster_name(name)
-    chosen = [c for c in load_all(state_dir) if name is None or is_member(c.name, name)]
-    failed = []
-    for cluster in chosen:
+        ``gpus_per_cluster`` splits this machine's GPUs between the clusters with ``CUDA_VISIBLE_DEVICES``;
+        ``num_gpus`` instead declares GPU slots (fake ones on a CPU-only machine, which is how GPU scheduling is
+        tested without a GPU).
+        """
+        spec: LocalSpec = rendered[0].document
+        device_sets: list[str | None] = [None] * len(rendered)
+        num_gpus = spec.num_gpus
+        if spec.gpus_per_cluster is not None:
+            device_sets = list(split_gpus(visible_gpu_ids(), len(rendered), spec.gpus_per_cluster))
+            num_gpus = spec.gpus_per_cluster
+        started: list[LocalCluster] = []
         try:
-            stop(cluster, state_dir)
-        except OSError as error:
-            failed.append(f"{cluster.name} ({error})")
-    if failed:
-        raise LocalClusterError(f"could not stop {', '.join(failed)}")
-    return chosen
+            for index, cluster in enumerate(rendered):
+                node = start(
+                    cluster.name,
+                    base_port=None if spec.base_port is None else spec.base_port + index * PORT_BLOCK,
+                    num_cpus=spec.num_cpus,
+                    num_gpus=num_gpus,
+                    cuda_visible_devices=device_sets[index],
+                    state_dir=self.state_dir,
+                    token_auth=spec.token_auth,
+                    own_token=spec.own_token,
+                    node_ip=spec.node_ip,
+                )
+                started.append(node)
+                logger.info("started %s: %s (GCS %s)", node.name, node.dashboard_url, node.gcs_address)
+        except BaseException:
+            for node in started:
+                down(node, self.state_dir)
+            raise
+        names = [node.name for node in started]
+        return Started(names=names, new=names, said=[])
+
+    def wait_ready(self, names: list[str], timeout_s: float) -> list[ClusterAddress]:
+        """Every cluster ``start`` started answers already; each one's address, in the order of ``names``."""
+        recorded = {cluster.name: cluster for cluster in load_all(self.state_dir)}
+        if missing := [name for name in names if name not in recorded or not is_running(recorded[name])]:
+            raise LocalClusterError(f"local cluster {missing[0]!r} is not running{self.scope}")
+        for name in names:
+            wait_for_dashboard(recorded[name].dashboard_url, timeout_s)
+        return [ClusterAddress(name, recorded[name].dashboard_url, self.record) for name in names]
+
+    def status(self, name: str | None = None) -> list[ClusterStatus]:
+        if name is not None:
+            check_cluster_name(name)
+        found = []
+        for cluster in load_all(self.state_dir):
+            if name is None or is_member(cluster.name, name):
+                running = is_running(cluster)
+                detail = f"{cluster.dashboard_url} (GCS {cluster.gcs_address}), temp dir {cluster.temp_dir}"
+                found.append(ClusterStatus(cluster.name, "running" if running else "dead", detail, alive=running))
+        return found
+
+    def why_ended(self, name: str) -> str | None:
+        recorded = [cluster for cluster in load_all(self.state_dir) if cluster.name == name]
+        if not recorded or is_running(recorded[0]):
+            return None
+        return f"its Ray processes (group {recorded[0].pgid}) are no longer running"
+
+    def down(self, names: list[str]) -> list[ClusterStatus]:
+        """End exactly the recorded clusters ``names``; one that cannot be ended does not keep the others running."""
+        chosen = [cluster for cluster in load_all(self.state_dir) if cluster.name in names]
+        failed = []
+        for cluster in chosen:
+            try:
+                down(cluster, self.state_dir)
+            except OSError as error:
+                failed.append(f"{cluster.name} ({error})")
+        if failed:
+            raise LocalClusterError(f"could not end {', '.join(failed)}")
+        return [ClusterStatus(cluster.name, "stopped", "", alive=False) for cluster in chosen]
+
+
+@contextlib.contextmanager
+def running(count: int, *, name: str, state_dir: Path = DEFAULT_STATE_DIR, **spec: Any) -> Iterator[list[LocalCluster]]:
+    """``count`` clusters named after ``name`` (``LocalSpec`` settings ``spec``) for the ``with`` block, ended when
+    it ends, however it ends."""
+    host = LocalHost(state_dir)
+    started = host.start(host.render(LocalSpec(**spec), numbered_names(name, count)))
+    try:
+        recorded = {cluster.name: cluster for cluster in load_all(state_dir)}
+        yield [recorded[member] for member in started.names]
+    finally:
+        host.down(started.names)
