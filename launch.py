@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tabulate import tabulate
 
-from ray_workflow import address_file, log_progress_to
-from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow import address_file, hosts, log_progress_to
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.errors import Interrupted, script_main
-from ray_workflow.hosts import ClusterHost, ClusterStatus
+from ray_workflow.files import atomic_write_text
+from ray_workflow.hosts import ClusterHost, ClusterStatus, NotReady
 from ray_workflow.hosts import slurm as slurm_host
 from ray_workflow.hosts.kuberay import Kubectl, KubeRayHost, crd_schema
 from ray_workflow.hosts.kuberay.clusters import default_auth_secret, load_validator, read_manifests
@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster_host", default="google_cloud", help=f"one of {', '.join(available_hosts())}, {SLURM}"
     )
     parser.add_argument(
-        "--name", default="isaac-lab-hyperparameter-tuner", help="cluster name (<name>-1..N with --num_clusters)"
+        "--name",
+        default="isaac-lab-hyperparameter-tuner",
+        help="cluster name, <name>-1..N with --num_clusters (KubeRay: a Kubernetes name of at most 53 characters once "
+        "suffixed; SLURM: letters, digits, '_', '.' and '-') (default %(default)s)",
     )
     parser.add_argument("--num_clusters", type=positive_int, default=1, help="clusters <name>-1 .. <name>-N when N > 1")
     parser.add_argument("--storage_uri", help="where experiments go, e.g. gs://bucket/ray (ISAACLAB_RAY_STORAGE_URI)")
@@ -123,10 +126,34 @@ def build_parser() -> argparse.ArgumentParser:
         "workers (KubeRay: one value per worker group, a single value applies to all; SLURM: one value, "
         "--max_workers worker nodes besides the head node, every node alike)"
     )
-    group.add_argument("--max_workers", type=non_negative_int, nargs="+", default=[4])
-    group.add_argument("--gpu_per_worker", type=non_negative_int, nargs="+", default=[1])
-    group.add_argument("--cpu_per_worker", type=non_negative_float, nargs="+", default=[8])
-    group.add_argument("--ram_gb_per_worker", type=non_negative_float, nargs="+", default=[32])
+    group.add_argument(
+        "--max_workers",
+        type=non_negative_int,
+        nargs="+",
+        default=[4],
+        help="KubeRay: the most workers the autoscaler may add to a group; SLURM: worker nodes (default 4 on both)",
+    )
+    group.add_argument(
+        "--gpu_per_worker",
+        type=non_negative_int,
+        nargs="+",
+        default=[1],
+        help="GPUs of each worker (SLURM: of every node, the head's too) (default 1 on both)",
+    )
+    group.add_argument(
+        "--cpu_per_worker",
+        type=non_negative_float,
+        nargs="+",
+        default=[8],
+        help="CPUs of each worker (SLURM: whole CPUs of every node) (default 8 on both)",
+    )
+    group.add_argument(
+        "--ram_gb_per_worker",
+        type=non_negative_float,
+        nargs="+",
+        default=[32],
+        help="memory of each worker in GB (SLURM: --mem of every node, which Ray is told of) (default 32 on both)",
+    )
 
     kuberay = parser.add_argument_group("KubeRay only")
     kuberay.add_argument("--namespace", help=f"default {KUBERAY_DEFAULTS['namespace']}")
@@ -302,26 +329,39 @@ def said_by_state(host: ClusterHost, clusters: list[ClusterStatus]) -> list[str]
     return [f"{state} {host.kind} {listed([c for c in clusters if c.state == state])}" for state in states]
 
 
+def write_addresses(clusters: list[address_file.ClusterAddress], path: Path) -> None:
+    address_file.update(clusters, path)
+    for cluster in clusters:
+        print(
+            f"{cluster.name}: {cluster.dashboard_url}"
+            + (f" (GCS {cluster.gcs_address})" if cluster.gcs_address else "")
+        )
+    print(f"wrote {len(clusters)} cluster address(es) to {path}")
+
+
 def launch(host: ClusterHost, args: argparse.Namespace) -> int:
     """Render, check, start, wait until ready and write the addresses: the same steps on every host."""
     if args.status:
+        hosts.drop_gone(args.address_file)
         rows = [(cluster.name, cluster.state, cluster.detail) for cluster in host.status()]
         print(tabulate(rows, headers=["cluster", "state", "detail"]) if rows else f"no {host.kind} of ours")
         return 0
     if args.down:
         removed = host.down([cluster.name for cluster in host.status(args.name)])
-        address_file.drop([cluster.name for cluster in removed], args.address_file)
+        address_file.drop([cluster.name for cluster in removed], args.address_file, host.record)
         none = f"no {host.kind} of ours named {args.name!r} (or {args.name}-N){host.scope}"
         print("\n".join(said_by_state(host, removed) or [none]))
         return 0
-    rendered = host.render(spec_for(args), numbered_names(args.name, args.num_clusters))
+    rendered = host.render(spec_for(args), numbered_names(args.name, args.num_clusters, host.name_rule))
     checked = host.check(rendered, offline=args.dry_run)
     if args.output:
-        atomic_write_text(args.output, "".join(cluster.text for cluster in rendered))
+        write_manifests(args.output, "".join(cluster.text for cluster in rendered))
     if args.dry_run:
         print("".join(cluster.text for cluster in rendered), end="")
         print(f"# {len(rendered)} {host.kind}(s) {checked}; nothing started", file=sys.stderr)
         return 0
+    if not args.no_wait:
+        address_file.check_writable(args.address_file)
     started = host.start(rendered)
     for line in started.said:
         print(line)
@@ -334,11 +374,22 @@ def launch(host: ClusterHost, args: argparse.Namespace) -> int:
         withdrawn = host.down(started.new)
         undone = "; ".join(said_by_state(host, withdrawn)) or "nothing to undo"
         raise Interrupted(f"{undone}; use --no_wait to leave clusters starting") from None
-    address_file.update(clusters, args.address_file)
-    for cluster in clusters:
-        print(f"{cluster.name}: {cluster.dashboard_url}")
-    print(f"wrote {len(clusters)} cluster address(es) to {args.address_file}")
+    except NotReady as error:
+        if error.ready:
+            write_addresses(error.ready, args.address_file)
+        raise
+    write_addresses(clusters, args.address_file)
     return 0
+
+
+def write_manifests(path: Path, text: str) -> None:
+    """``--output``: what was rendered, also in a file (refused before anything starts if it cannot be written)."""
+    if path.is_dir():
+        raise ManifestError(f"--output {path}: is a folder, not a file")
+    try:
+        atomic_write_text(path, text)
+    except OSError as error:
+        raise ManifestError(f"--output {path}: cannot write it ({error.strerror})") from None
 
 
 @script_main(flags=FLAGS)

@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import address_file, auth, log_progress_to
+from ray_workflow import address_file, auth, hosts, log_progress_to
 from ray_workflow.cli_types import non_negative_int, positive_int
 from ray_workflow.errors import UserError, script_main
 from ray_workflow.hosts import local as lc
@@ -96,17 +96,18 @@ def _start(args: argparse.Namespace, host: lc.LocalHost) -> list[address_file.Cl
     )
     rendered = host.render(spec, numbered_names(args.name, args.num_clusters))
     host.check(rendered, offline=False)
+    if args.output is not None:
+        address_file.check_writable(args.output)
     started = host.start(rendered)
     try:
-        return host.wait_ready(started.names, timeout_s=60)
-    except BaseException:
+        clusters = host.wait_ready(started.names, timeout_s=60)
+        if args.output is not None:
+            address_file.update(clusters, args.output)
+            print(f"wrote {len(clusters)} address(es) to {args.output}")
+        return clusters
+    except BaseException:  # a cluster whose address could not be written (or Ctrl-C) is stopped again
         host.down(started.names)
         raise
-
-
-def _write_addresses(clusters: list[address_file.ClusterAddress], path: Path) -> None:
-    address_file.update(clusters, path)
-    print(f"wrote {len(clusters)} address(es) to {path}")
 
 
 def _run(args: argparse.Namespace, host: lc.LocalHost) -> int:
@@ -117,8 +118,6 @@ def _run(args: argparse.Namespace, host: lc.LocalHost) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     clusters = _start(args, host)
     try:
-        if args.output:
-            _write_addresses(clusters, args.output)
         first = next(cluster for cluster in lc.load_all(args.state_dir) if cluster.name == clusters[0].name)
         token = None if args.no_auth else auth.token_for(first.gcs_address)
         env = {**os.environ, "RAY_ADDRESS": first.gcs_address, **auth.driver_environment(token)}
@@ -130,7 +129,7 @@ def _run(args: argparse.Namespace, host: lc.LocalHost) -> int:
         stopped = host.down([cluster.name for cluster in clusters])
         print(f"stopped {', '.join(cluster.name for cluster in stopped)}")
         if args.output:
-            address_file.drop([cluster.name for cluster in stopped], args.output)
+            address_file.drop([cluster.name for cluster in stopped], args.output, host.record)
 
 
 @script_main(flags={"node_ip": "--node_ip_address"})
@@ -139,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     host = lc.LocalHost(args.state_dir)
     if args.verb == "up":
-        _write_addresses(_start(args, host), args.output)
+        _start(args, host)
     elif args.verb == "down":
         stopped = host.down([cluster.name for cluster in host.status(args.name)])
         print(f"stopped {', '.join(c.name for c in stopped)}" if stopped else "no local clusters to stop")
-        address_file.drop([c.name for c in stopped], args.output)
+        address_file.drop([c.name for c in stopped], args.output, host.record)
     elif args.verb == "status":
+        hosts.drop_gone(address_file.DEFAULT_PATH)
         rows = [[cluster.name, cluster.state, cluster.detail] for cluster in host.status()]
         print(tabulate(rows, headers=["cluster", "state", "detail"], tablefmt="github"))
     else:

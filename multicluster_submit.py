@@ -14,10 +14,10 @@ from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ray_workflow import PROJECT_ROOT, address_file, log_progress_to
+from ray_workflow import PROJECT_ROOT, address_file, hosts, log_progress_to
 from ray_workflow.cli_types import positive_float
 from ray_workflow.errors import Interrupted, script_main
-from ray_workflow.multicluster import MultiClusterSubmitter, SubmissionError, SubmitOptions, assign
+from ray_workflow.multicluster import MultiClusterSubmitter, RunStatus, SubmissionError, SubmitOptions, assign
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(results_table(runs))
     if args.no_wait:
         return 0 if all(run.job_id for run in runs) else 1
+    if any(run.status == RunStatus.CLUSTER_LOST for run in runs):
+        hosts.drop_gone(args.address_file)  # the address file keeps only clusters that are still there
     failed = [run for run in runs if run.failed]
     for run in failed:
         print(f"{run.cluster_name}: {run.status}" + (f": {run.error}" if run.error else ""), file=sys.stderr)

@@ -22,9 +22,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray_workflow import cache_dir
-from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow import cache_dir, files
 from ray_workflow.errors import UserError
+from ray_workflow.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ TOKEN_VARIABLE = "RAY_AUTH_TOKEN"
 TOKEN_PATH_VARIABLE = "RAY_AUTH_TOKEN_PATH"
 # Every variable by which Ray takes a token: a cluster we start must see none but ours.
 AUTH_VARIABLES = (AUTH_MODE, TOKEN_VARIABLE, TOKEN_PATH_VARIABLE)
+MAX_TOKEN_BYTES = 4096  # Ray's tokens are 64 hex digits; anything much larger is not a token
 
 
 class TokenError(UserError, ValueError):
@@ -73,11 +74,11 @@ def new_token() -> str:
 def read_token_file(path: Path) -> str | None:
     """The token in ``path``; None if there is no such file; a file that cannot be a token is an error."""
     try:
-        text = path.read_text().strip()
+        text = files.read_text(path, MAX_TOKEN_BYTES).strip()
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise TokenError(f"token file {path} is a folder, not a file holding a token") from None
+    except files.NotAFile as error:
+        raise TokenError(f"token file {path} {error}: it cannot hold a token") from None
     except (OSError, UnicodeDecodeError) as error:
         raise TokenError(f"token file {path} cannot be read ({getattr(error, 'strerror', None) or error})") from None
     if not text or any(char.isspace() for char in text):
@@ -94,17 +95,10 @@ def user_token() -> Token:
     path = user_token_path()
     value = read_token_file(path)
     if value is None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(new_token())
-            os.link(temp, path)
-            logger.info("made your Ray token %s (mode 0600); Ray's CLI uses it with RAY_AUTH_MODE=token", path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temp)
+            _make_user_token(path)
+        except OSError as error:
+            raise TokenError(f"cannot make your Ray token {path} ({error.strerror}: {error.filename})") from None
         value = read_token_file(path)
         assert value is not None
     if os.environ.get(TOKEN_VARIABLE, value).strip() != value:
@@ -116,6 +110,20 @@ def user_token() -> Token:
     return Token(value, str(path))
 
 
+def _make_user_token(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(new_token())
+        os.link(temp, path)
+        logger.info("made your Ray token %s (mode 0600); Ray's CLI uses it with RAY_AUTH_MODE=token", path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temp)
+
+
 def token_path(address: str) -> Path:
     return token_dir() / f"{_key(address)}.token"
 
@@ -123,10 +131,13 @@ def token_path(address: str) -> Path:
 def save_token(addresses: list[str], token: str) -> Path:
     """Keep ``token`` for every address of one cluster (its GCS and its dashboard), readable by the user only."""
     folder = token_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = None
-    for address in addresses:
-        path = write_private(token_path(address), token)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for address in addresses:
+            path = write_private(token_path(address), token)
+    except OSError as error:
+        raise TokenError(f"cannot keep a cluster's token in {folder} ({error.strerror}: {error.filename})") from None
     assert path is not None
     return path
 

@@ -39,3 +39,12 @@ non_negative_float = _checked(_number, 0, inclusive=True)
 positive_float = _checked(_number, 0, inclusive=False)
 non_negative_int = _checked(lambda text: _whole(_number(text), text), 0, inclusive=True)
 positive_int = _checked(lambda text: _whole(_number(text), text), 1, inclusive=True)
+
+
+
+def seed(text: str) -> int:
+    """A searcher's seed: a whole number that numpy and Optuna take, 0 to 2**32 - 1."""
+    value = _whole(_number(text), text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is a whole number from 0 to {2**32 - 1}")
+    return value

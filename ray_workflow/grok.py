@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from ray_workflow import address_file, log_progress_to
+from ray_workflow import address_file, hosts, log_progress_to
 from ray_workflow.cli_types import positive_float
 from ray_workflow.errors import WorldError, script_main
-from ray_workflow.hosts import ClusterHost
+from ray_workflow.hosts import ClusterHost, NotReady
 from ray_workflow.hosts import local as lc
 from ray_workflow.hosts.kuberay import Kubectl, KubeRayHost
 from ray_workflow.hosts.slurm import DEFAULT_STATE_DIR, SlurmHost
@@ -64,11 +64,23 @@ def _write(clusters: list[address_file.ClusterAddress], output: Path) -> int:
     return 0
 
 
+def _wait_and_write(host: ClusterHost, names: list[str], timeout_s: float, output: Path) -> int:
+    """Wait for the clusters ``names`` and write their addresses; of a partly ready set, the ready ones are written
+    before the others are reported."""
+    try:
+        clusters = host.wait_ready(names, timeout_s)
+    except NotReady as error:
+        if error.ready:
+            _write(error.ready, output)
+        raise
+    return _write(clusters, output)
+
+
 def _kubectl(args: argparse.Namespace) -> int:
     host = KubeRayHost(args.namespace, Kubectl(args.kubectl_context))
     names = _running(host, args.name)
     if not args.port_forward:
-        return _write(host.wait_ready(names, args.timeout_s), args.output)
+        return _wait_and_write(host, names, args.timeout_s, args.output)
     forwards = host.port_forward(names, args.timeout_s)
     try:
         address_file.update(forwards.addresses, args.output)
@@ -83,11 +95,14 @@ def _kubectl(args: argparse.Namespace) -> int:
         return 0
     finally:
         forwards.stop()
+        forwarded = {cluster.dashboard_url for cluster in forwards.addresses}
+        address_file.update([], args.output, lambda block: block.dashboard_url in forwarded)
+        print(f"dropped the {len(forwarded)} forwarded address(es) from {args.output}")
 
 
 def _slurm(args: argparse.Namespace) -> int:
     host = SlurmHost(args.state_dir)
-    return _write(host.wait_ready(_running(host, args.name), args.timeout_s), args.output)
+    return _wait_and_write(host, _running(host, args.name), args.timeout_s, args.output)
 
 
 def _ray(args: argparse.Namespace) -> int:
@@ -95,7 +110,7 @@ def _ray(args: argparse.Namespace) -> int:
         return _write(address_file.typed(args.address, args.cluster_name), args.output)
     host = lc.LocalHost(args.state_dir)
     if names := [cluster.name for cluster in host.status() if cluster.alive]:
-        return _write(host.wait_ready(names, timeout_s=10), args.output)
+        return _wait_and_write(host, names, 10, args.output)
     return _write([lc.running_local_head()], args.output)
 
 
@@ -103,6 +118,7 @@ def _ray(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     log_progress_to(sys.stderr)
     args = build_parser().parse_args(argv)
+    hosts.drop_gone(args.output)
     return {"kubectl": _kubectl, "slurm": _slurm, "ray": _ray}[args.source](args)
 
 

@@ -32,6 +32,7 @@ from ray_workflow.errors import UserError, WorkflowError, setting
 
 logger = logging.getLogger(__name__)
 STATUS_POLL_S = 0.25
+LOST_SETTLE_S = 30.0  # how long a host may take to see that a cluster which stopped answering has ended
 
 
 class RunStatus(str, Enum):
@@ -155,16 +156,22 @@ def why_not_ready(cluster: ClusterAddress, timeout_s: float) -> tuple[RunStatus,
         return RunStatus.UNREACHABLE, f"{where} is unreachable: {getattr(error, 'reason', error)}"
 
 
-def why_ended(cluster: ClusterAddress) -> str | None:
-    """The host's own word on a cluster that stopped answering (``SLURM TIMEOUT (...)``), when the address block
-    says where it runs and the host knows; else None."""
+def why_ended(cluster: ClusterAddress, settle_s: float = 0.0) -> str | None:
+    """The host's own word on a cluster that does not answer (``SLURM TIMEOUT (...)``), when the address block says
+    where it runs and the host knows it has ended; else None. ``settle_s`` gives a host that has not yet noticed (a
+    job being killed stays RUNNING a moment after its nodes stop answering) that long to."""
     host = hosts.from_record(cluster.host) if cluster.host is not None and cluster.name else None
-    if host is None:
-        return None
-    try:
-        return host.why_ended(cluster.name)
-    except WorkflowError:  # the host cannot be asked either (kubectl or SLURM's commands failing)
-        return None
+    deadline = time.monotonic() + settle_s
+    while host is not None:
+        try:
+            if why := host.why_ended(cluster.name):
+                return why
+        except WorkflowError:  # the host cannot be asked either (kubectl or SLURM's commands failing)
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
+    return None
 
 
 class MultiClusterSubmitter:
@@ -215,6 +222,8 @@ class MultiClusterSubmitter:
         """One cluster's jobs, once it answers: its first, then (with a queue) whatever is left when it is free."""
         if problem := await asyncio.to_thread(why_not_ready, cluster, self.options.connect_timeout_s):
             status, reason = problem
+            if status == RunStatus.UNREACHABLE and (why := await asyncio.to_thread(why_ended, cluster)):
+                status, reason = RunStatus.CLUSTER_LOST, f"cluster {cluster.name} has ended: {why}"
             self._say(cluster.name or cluster.dashboard_url, reason)
             self.runs.append(JobRun(cluster=cluster, job=job, status=status, error=reason))
             return
@@ -237,7 +246,7 @@ class MultiClusterSubmitter:
                 if run.job_id is not None:
                     # Submitted, then the cluster stopped answering: it ended (a SLURM time limit, say) or was lost,
                     # and takes no more jobs.
-                    why = await asyncio.to_thread(why_ended, cluster)
+                    why = await asyncio.to_thread(why_ended, cluster, LOST_SETTLE_S)
                     run.status = RunStatus.CLUSTER_LOST
                     run.error = f"cluster {run.cluster_name} ended: {why or f'it stopped answering ({error})'}"
                     self._say(run.cluster_name, run.error)

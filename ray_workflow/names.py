@@ -1,15 +1,17 @@
-"""What makes a cluster ours: the one rule for its name, and the mark we leave on it.
+"""What makes a cluster ours: the rule each host has for its names, and the mark we leave on what we start.
 
-Every cluster we start (KubeRay, SLURM, local) is named like a Kubernetes object: a DNS-1035
-label short enough for KubeRay's ``<name>-head-svc`` service. Such a name cannot hold ``/``, a
-newline, a space or a glob character; several clusters are ``<name>-1`` .. ``<name>-N``, and
-commands that act on "a cluster and its numbered members" match exactly that, never a prefix.
-Commands that stop or delete clusters act only on those with the exact name and our mark.
+A cluster's name follows its host's rule (``NameRule``): on Kubernetes (and for local clusters) a
+DNS-1035 label short enough for KubeRay, on SLURM a job name of letters, digits, ``_``, ``.`` and
+``-``. Neither can hold ``/``, a newline, a space or a glob character; several clusters are
+``<name>-1`` .. ``<name>-N``, and commands that act on "a cluster and its numbered members" match
+exactly that, never a prefix. Commands that stop or delete clusters act only on those with the
+exact name and our mark.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ray_workflow.errors import UserError, setting
 
@@ -19,38 +21,54 @@ KUBERAY_OWNER_LABEL = "app.kubernetes.io/managed-by"
 SLURM_OWNER_COMMENT = "isaaclab_ray_workflow"
 LOCAL_OWNER_FILE = ".isaaclab_ray_cluster"  # holds the name of the cluster the temp dir was made for
 
-# KubeRay names the head service <name>-head-svc, and a Service name is a DNS-1035 label of at most 63.
-MAX_NAME_LENGTH = 63 - len("-head-svc")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
 
 class ClusterNameError(UserError, ValueError):
     """A cluster name that breaks the rule; the message names the flag, the value and the rule."""
 
 
-def check_cluster_name(name: str, what: str = setting("name")) -> str:
-    if not _DNS_1035.match(name):
-        raise ClusterNameError(
-            f"{what} {name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', "
-            "starting with a letter and ending with a letter or digit"
-        )
-    if len(name) > MAX_NAME_LENGTH:
-        raise ClusterNameError(
-            f"{what} {name!r} is {len(name)} characters; at most {MAX_NAME_LENGTH} fit in KubeRay's "
-            "'<name>-head-svc' service name"
-        )
+@dataclass(frozen=True)
+class NameRule:
+    """What a host accepts as a cluster name: ``pattern`` (said as ``described``) and at most ``max_length``."""
+
+    pattern: re.Pattern[str]
+    described: str
+    max_length: int
+    why_that_long: str
+
+
+# KubeRay refuses a RayCluster name over 53 characters (MaxRayClusterNameLength: its head Service, <name>-head-svc,
+# and the Pods' names derived from it must stay valid), and records only a Warning event for it.
+KUBERNETES = NameRule(
+    re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"),
+    "not a valid Kubernetes name: lower-case letters, digits and '-', starting with a letter and ending with a "
+    "letter or digit",
+    53,
+    "at most 53 fit KubeRay's RayCluster names",
+)
+SLURM = NameRule(
+    re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"),
+    "not a SLURM cluster name here: letters, digits, '_', '.' and '-', starting and ending with a letter or digit",
+    100,
+    "at most 100 are kept",
+)
+
+
+def check_cluster_name(name: str, what: str = setting("name"), rule: NameRule = KUBERNETES) -> str:
+    if not rule.pattern.match(name):
+        raise ClusterNameError(f"{what} {name!r} is {rule.described}")
+    if len(name) > rule.max_length:
+        raise ClusterNameError(f"{what} {name!r} is {len(name)} characters; {rule.why_that_long}")
     return name
 
 
-def numbered_names(name: str, count: int) -> list[str]:
+def numbered_names(name: str, count: int, rule: NameRule = KUBERNETES) -> list[str]:
     """``name`` for one cluster, ``name-1`` .. ``name-N`` for several, each checked once suffixed."""
     if count < 1:
         raise ClusterNameError(f"{setting('num_clusters')} {count}: must be at least 1")
     names = [name] if count == 1 else [f"{name}-{index}" for index in range(1, count + 1)]
     for candidate in names:
-        check_cluster_name(
-            candidate, setting("name") if candidate == name else f"{setting('name')} {name!r} once suffixed:"
-        )
+        what = setting("name") if candidate == name else f"{setting('name')} {name!r} once suffixed:"
+        check_cluster_name(candidate, what, rule)
     return names
 
 

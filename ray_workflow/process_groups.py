@@ -1,4 +1,6 @@
-"""Ending the process groups we started, and only those: never by name, never with ``ray stop``."""
+"""Ending the process groups we started, and only those: never by name, never with ``ray stop``. What leaves its
+group (a daemon that double-forks into a session of its own) is found by a mark in the environment that every
+descendant inherits, and ended too."""
 
 from __future__ import annotations
 
@@ -44,3 +46,31 @@ def end_process_group(pgid: int, grace_s: float = 5.0, reap: Callable[[], object
             return
         time.sleep(0.1)
     _signal(pgid, signal.SIGKILL)
+
+
+def marked(variable: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment holds ``variable=value`` (ours to read: the user's own processes)."""
+    found = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if process.info["status"] != psutil.STATUS_ZOMBIE and process.environ().get(variable) == value:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def end_marked(variable: str, value: str, grace_s: float = 5.0) -> None:
+    """SIGTERM every live process marked ``variable=value``, then SIGKILL what is left after ``grace_s``."""
+    survivors = marked(variable, value)
+    for process in survivors:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(survivors, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue

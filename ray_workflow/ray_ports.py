@@ -64,14 +64,16 @@ def metric_environment(base_port: int) -> dict[str, str]:
 def ports_in_use(base_port: int) -> list[int]:
     """The ports of the block at ``base_port`` that something on this machine already holds.
 
-    Runs on SLURM's compute nodes too (the batch script checks each node's block before Ray starts),
-    so it needs nothing beyond Python's standard library.
+    A port is held if a socket is bound to it; one left in TIME_WAIT by a cluster that just stopped is free, as
+    it is for Ray, whose servers bind with ``SO_REUSEADDR``. Runs on SLURM's compute nodes too (the batch script
+    checks each node's block before Ray starts), so it needs nothing beyond Python's standard library.
     """
     busy = []
     for port in [base_port + offset for offset in range(len(SERVICE_PORTS))] + [
         base_port + offset for offset in WORKER_PORTS
     ]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("0.0.0.0", port))
             except OSError:

@@ -28,6 +28,7 @@ parser.add_argument("--seconds_per_iteration", type=float, default=0.05)
 parser.add_argument("--crash_at", type=int, default=-1, help="exit 3 after this many iterations")
 parser.add_argument("--hang_at", type=int, default=-1, help="stop writing (and sleep) after this many")
 parser.add_argument("--spawn_child", action="store_true", help="start a grandchild that sleeps, like a simulator")
+parser.add_argument("--daemon", help="double-fork a daemon out of the trainer's session that writes its pid here")
 parser.add_argument("--flat", action="store_true", help="score = quality at every iteration, not growing with it")
 parser.add_argument("--checkpoint_interval", type=int, default=0, help="save checkpoint_<done>.txt every K")
 parser.add_argument("--checkpoint", help="resume from this checkpoint (it holds the iterations done)")
@@ -43,6 +44,15 @@ hang_at = int(values.get("agent.hang_at", args.hang_at))
 
 if args.spawn_child:  # it names the trainer's log folder, as a simulator names its scene: tests find it by that
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", args.log_dir or args.log_root])
+if args.daemon and os.fork() == 0:  # the classic daemon: fork, new session, fork again, leave the parent
+    os.setsid()
+    if os.fork() == 0:
+        os.closerange(0, 3)
+        with open(args.daemon + ".tmp", "w") as pid_file:
+            pid_file.write(str(os.getpid()))
+        os.rename(args.daemon + ".tmp", args.daemon)
+        time.sleep(600)
+    os._exit(0)
 if args.log_root:
     print(f"[INFO] Logging experiment in directory: {args.log_root}", flush=True)
     run_name = args.run_timestamp or datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

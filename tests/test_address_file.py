@@ -3,12 +3,13 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT
 
 from ray_workflow import address_file
-from ray_workflow.address_file import AddressFileError, ClusterAddress, read, update, write
+from ray_workflow.address_file import AddressFileError, ClusterAddress, HostRecord, read, update, write
 
 
 def test_blocks_comments_and_blank_lines_are_read_in_order(tmp_path):
@@ -83,9 +84,9 @@ def test_credentials_in_an_address_are_never_echoed(tmp_path):
 
 
 def test_an_address_file_that_is_a_directory_is_one_clear_error(tmp_path):
-    with pytest.raises(AddressFileError, match="is a directory"):
+    with pytest.raises(AddressFileError, match="is a folder, not an address file"):
         read(tmp_path)
-    with pytest.raises(AddressFileError, match="is a directory"):
+    with pytest.raises(AddressFileError, match="is a folder, not an address file"):
         write([ClusterAddress("c", "http://10.0.0.2:8265")], tmp_path)
 
 
@@ -98,7 +99,7 @@ def test_update_replaces_a_clusters_block_in_place_adds_new_ones_last_and_keeps_
         ClusterAddress("b", "http://10.0.0.2:8265"),
         ClusterAddress("c", "http://10.0.0.3:8265"),
     ]
-    update([], path, remove=["b", "not-there"])
+    address_file.drop(["b", "not-there"], path)
     assert [cluster.name for cluster in read(path)] == ["a", "c"]
 
 
@@ -138,3 +139,77 @@ def test_a_symlinked_address_file_stays_a_symlink_and_its_target_is_updated(tmp_
     link.symlink_to(target)
     update([ClusterAddress("b", "http://10.0.0.2:8265")], link)
     assert link.is_symlink() and [cluster.name for cluster in read(target)] == ["a", "b"]
+
+
+def test_blocks_of_one_name_on_two_hosts_are_two_clusters(tmp_path):
+    """Two namespaces may each hold a cluster of that name: each host's block is replaced and dropped on its own."""
+    path = tmp_path / "ray_address"
+    team_a, team_b = HostRecord.of("kuberay", namespace="team-a"), HostRecord.of("kuberay", namespace="team-b")
+    update([ClusterAddress("tuner", "http://10.0.0.1:8265", team_a)], path)
+    update([ClusterAddress("tuner", "http://10.0.0.2:8265", team_b)], path)
+    update([ClusterAddress("tuner", "http://10.0.0.3:8265", team_a)], path)
+    assert [(block.dashboard_url, block.host) for block in read(path)] == [
+        ("http://10.0.0.3:8265", team_a),
+        ("http://10.0.0.2:8265", team_b),
+    ]
+    address_file.drop(["tuner"], path, team_b)
+    assert [block.host for block in read(path)] == [team_a]
+
+
+def test_what_our_tools_write_round_trips_with_its_host_and_gcs_address_and_ray_skips_it(tmp_path):
+    path = tmp_path / "ray_address"
+    block = ClusterAddress("c", "http://10.0.0.1:20001", HostRecord.of("slurm", state_dir="/a b"), "10.0.0.1:20000")
+    write([block], path)
+    (read_back,) = read(path)
+    assert (read_back.host, read_back.gcs_address) == (block.host, "10.0.0.1:20000")
+    awk = subprocess.run(["awk", "!/^#/{print $0}", str(path)], capture_output=True, text=True, check=True)
+    assert awk.stdout == "http://10.0.0.1:20001\n"
+
+
+def test_a_malformed_host_line_names_the_file_and_line(tmp_path):
+    path = tmp_path / "ray_address"
+    path.write_text("# Cluster: c\n# Host: slurm state_dir\nhttp://10.0.0.1:8265\n")
+    with pytest.raises(AddressFileError, match=rf"{re.escape(str(path))}:2: .*expected '# Host: KIND key=value"):
+        read(path)
+
+
+HOLDER = """
+import fcntl, sys, time
+with open(sys.argv[1], "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_lock_held_too_long_is_an_error_naming_the_process_that_holds_it(tmp_path, monkeypatch):
+    path = tmp_path / "ray_address"
+    lock = tmp_path / ".ray_address.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        monkeypatch.setattr(address_file, "LOCK_TIMEOUT_S", 1.0)
+        with pytest.raises(address_file.AddressFileBusy, match=rf"held its lock .* for 1 s \(process {holder.pid}: "):
+            update([ClusterAddress("a", "http://10.0.0.1:8265")], path)
+        assert not path.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "folder", "big"])
+def test_an_address_file_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path, kind):
+    """Read whole, /dev/zero would fill memory and a FIFO would hang the command: neither is opened for reading."""
+    path = {"/dev/zero": Path("/dev/zero"), "fifo": tmp_path / "fifo", "folder": tmp_path, "big": tmp_path / "b"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "big":
+        path.write_bytes(b"#" * (address_file.MAX_BYTES + 1))
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(path), "x.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {path}: is ") and "not an address file" in result.stderr

@@ -79,3 +79,12 @@ def test_a_stopped_kube_api_server_is_named_by_kubectl(control_plane, tmp_path, 
     assert launch("--image", "img", "--namespace", "ns") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: kubectl ") and " failed: " in err and f"127.0.0.1:{port} was refused" in err
+    assert err.count("\n") == 1, "kubectl's own log lines and a fallback to the bundled CRD are not repeated"
+
+
+def test_an_unknown_kubectl_context_is_the_users_mistake_in_one_line(control_plane, monkeypatch, capsys):
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    monkeypatch.setenv("PATH", control_plane.environment["PATH"])
+    assert launch_main(["--down", "--namespace", "ns", "--kubectl_context", "no-such-context"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'context "no-such-context"' in err and "kubectl config get-contexts" in err

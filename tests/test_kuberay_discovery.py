@@ -87,16 +87,18 @@ def test_discovery_keeps_each_kube_clusters_token_from_the_operators_secret_and_
         assert token not in captured.out + captured.err + (tmp_path / "ray_address").read_text()
 
 
-def test_discovery_names_the_kube_head_that_cannot_be_scheduled_and_writes_nothing(kube, tmp_path, capsys):
+def test_discovery_writes_the_ready_clusters_and_names_the_head_that_cannot_be_scheduled(kube, tmp_path, capsys):
     assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-1", *SMALL) == 0
     assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner-2", "--num_head_cpu", "500") == 0
     output = tmp_path / "ray_address"
     output.write_text("# Cluster: keep\nhttp://1.2.3.4:8265\n")
     assert grok("--namespace", kube.name, "--output", str(output), "--timeout_s", "15") == 1
-    err = capsys.readouterr().err
-    assert "not ready after 15 s: tuner-2: head pod tuner-2-head-" in err
-    assert "is Pending: 0/" in err and "Insufficient cpu" in err
-    assert output.read_text() == "# Cluster: keep\nhttp://1.2.3.4:8265\n"
+    captured = capsys.readouterr()
+    assert "not ready after 15 s: tuner-2: head pod tuner-2-head-" in captured.err
+    assert "is Pending: 0/" in captured.err and "Insufficient cpu" in captured.err
+    assert f"they stay in namespace {kube.name}: end them with --down" in captured.err
+    assert [cluster.name for cluster in address_file.read(output)] == ["keep", "tuner-1"]
+    assert f"wrote 1 cluster address(es) to {output}" in captured.out
 
 
 def test_discovery_with_no_kube_clusters_of_ours_says_so(kube, capsys):

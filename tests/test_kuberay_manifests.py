@@ -135,6 +135,31 @@ def test_undefined_template_variable_and_schema_failures_are_refused(tmp_path):
         km.render(spec(template="quoted"), configs_dir=tmp_path)
 
 
+def test_a_template_of_the_users_own_that_fails_is_named_with_its_file_and_line(tmp_path):
+    """A --cluster_host folder of one's own: a base template that is not there, a filter given the wrong type."""
+    (tmp_path / "extends").mkdir()
+    (tmp_path / "extends" / km.TEMPLATE_NAME).write_text('{% extends "our_base.yaml.jinja" %}\n')
+    with pytest.raises(km.ManifestError, match=r"kuberay.yaml.jinja: our_base.yaml.jinja, which it extends or "):
+        km.render(spec(template="extends"), configs_dir=tmp_path)
+    (tmp_path / "typed").mkdir()
+    (tmp_path / "typed" / km.TEMPLATE_NAME).write_text("kind: RayCluster\nmetadata: {name: {{ name | round }}}\n")
+    with pytest.raises(km.ManifestError, match=r"typed/kuberay.yaml.jinja:2: template failed: TypeError: "):
+        km.render(spec(template="typed"), configs_dir=tmp_path)
+
+
+def test_output_naming_a_folder_is_refused_in_one_line(tmp_path, capsys):
+    assert launch_main(["--dry_run", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --output {tmp_path}: is a folder, not a file\n"
+
+
+def test_check_refuses_a_document_nested_deeper_than_any_manifest_before_building_it(tmp_path, capsys):
+    """Thousands of levels would exhaust the parser (a segmentation fault at 50,000, a RecursionError at 3,000)."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("kind: RayCluster\nspec: " + "[" * 50000 + "]" * 50000 + "\n")
+    assert launch_main(["--check", str(deep)]) == 2
+    assert capsys.readouterr().err == f"error: {deep}: not valid YAML (line 2: nested more than 100 levels deep)\n"
+
+
 def test_clusters_run_with_token_auth_unless_asked_not_to(validator):
     manifest = km.render(spec(template="google_cloud"))
     assert manifest["spec"]["authOptions"] == {"mode": "token"}

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -334,17 +335,25 @@ def test_the_cluster_check_pointed_at_a_dead_address_fails_at_once_in_one_line()
 @pytest.mark.parametrize(
     ("problem", "flags", "message"),
     [
-        ("folder", [], "is a folder, not a file holding a token"),
+        ("folder", [], "is a folder: it cannot hold a token"),
         ("empty", [], "does not hold a token"),
         ("none", ["--cluster_token", "--no_auth"], "--cluster_token and --no_auth"),
+        # Read whole, these would fill the memory (5 GB in 19 s), hang, or pass 50 MB for a token.
+        ("/dev/zero", [], "is a device: it cannot hold a token"),
+        ("fifo", [], "is a FIFO: it cannot hold a token"),
+        ("50 MB", [], "is 52428800 bytes, too big (at most 4096): it cannot hold a token"),
     ],
 )
 def test_a_user_token_that_cannot_be_one_is_named_and_nothing_starts(tmp_path, problem, flags, message):
-    token = tmp_path / "auth_token"
+    token = Path("/dev/zero") if problem == "/dev/zero" else tmp_path / "auth_token"
     if problem == "folder":
         token.mkdir()
     elif problem == "empty":
         token.write_text("")
+    elif problem == "fifo":
+        os.mkfifo(token)
+    elif problem == "50 MB":
+        token.write_bytes(b"a" * 50 * 2**20)
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state"), "up"]
         + ["--name", "tokenless", "--output", str(tmp_path / "ray_address"), *flags],
@@ -435,6 +444,7 @@ def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_n
     from ray_workflow import ray_ports
 
     holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray does: a port left in TIME_WAIT is free
     checked = []
     real_check = lc.ports_in_use
 
@@ -456,3 +466,159 @@ def test_a_port_taken_between_the_check_and_ray_start_moves_the_cluster_to_the_n
             lc.down(cluster, tmp_path)
     finally:
         holder.close()
+
+
+def test_a_cluster_ended_behind_the_tools_back_is_reported_lost_and_dropped_by_every_reader(tmp_path):
+    """Its processes killed by hand: multicluster_submit.py says CLUSTER_LOST with the host's word and the block
+    goes, so Ray's one-liner never takes the dead cluster first; the live cluster's block stays."""
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state")]
+    addresses = tmp_path / "ray_address"
+    up = subprocess.run([*cli, "up", "2", "--name", "lost", "--num_cpus", "1", "--output", str(addresses)],
+                        capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    first, second = lc.load_all(tmp_path / "state")
+    assert [block.host for block in address_file.read(addresses)] == [lc.LocalHost(tmp_path / "state").record] * 2
+    try:
+        os.killpg(first.pgid, signal.SIGKILL)
+        wait_for(lambda: not lc.is_running(first), 30, "the first cluster's processes to be gone")
+        submit = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+            + ["--working_dir", str(PROJECT_ROOT / "tests"), "--connect_timeout_s", "5", "-c 'print(1)'"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert submit.returncode == 1
+        assert (
+            f"lost-1: CLUSTER_LOST: cluster lost-1 has ended: its Ray processes (group {first.pgid}) are gone"
+            in submit.stderr
+        ), submit.stderr
+        assert f"dropped cluster lost-1: its Ray processes (group {first.pgid}) are gone" in submit.stderr
+        assert [block.name for block in address_file.read(addresses)] == ["lost-2"]
+        awk = subprocess.run(["bash", "-c", f"awk '!/^#/{{print $0}}' {addresses} | head -n 1"], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        assert awk.stdout.strip() == second.dashboard_url
+    finally:
+        subprocess.run([*cli, "down", "--output", str(addresses)], capture_output=True, timeout=120)
+
+
+def test_the_grok_script_and_status_drop_the_block_of_a_cluster_stopped_from_elsewhere(tmp_path):
+    host = lc.LocalHost(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    addresses = tmp_path / "ray_address"
+    address_file.write([address_file.ClusterAddress("gone", "http://127.0.0.1:21001", host.record)], addresses)
+    grok = subprocess.run(
+        [str(PROJECT_ROOT / "grok_ray_address.sh"), "--address", "10.0.0.5:6379", "--cluster_name", "lab-box"]
+        + ["--output", str(addresses), "--state_dir", str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert grok.returncode == 0, grok.stderr
+    assert f"warning: {addresses}: dropped cluster gone: no local cluster named 'gone' is recorded" in grok.stderr
+    assert [block.name for block in address_file.read(addresses)] == ["lab-box"]
+
+
+def test_a_forged_record_naming_root_as_its_temp_dir_signals_no_process_group(tmp_path):
+    """``/`` is in every command line; only a temp dir holding our mark, named as a path, makes processes ours."""
+    with Bystander() as bystander:
+        forged = record(tmp_path / "state", "forged", "/", pgid=bystander.process.pid)
+        assert lc.processes(forged) == [] and not lc.is_running(forged)
+        host = lc.LocalHost(tmp_path / "state")
+        assert [cluster.name for cluster in host.down(["forged"])] == ["forged"]
+        assert bystander.untouched(), "a group that is not ours was signalled"
+        assert Path("/bin").is_dir()
+
+
+def test_up_refuses_an_address_file_it_could_not_write_before_any_cluster_starts(tmp_path):
+    (tmp_path / ".ray_address.lock").mkdir()
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state"), "up"]
+        + ["--name", "unwritten", "--output", str(tmp_path / "ray_address")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot lock the address file" in result.stderr and "is a folder" in result.stderr
+    assert lc.load_all(tmp_path / "state") == [] and list(Path(tempfile.gettempdir()).glob("ray_unwritten_*")) == []
+
+
+def test_up_stops_its_cluster_again_when_the_address_file_stays_locked(tmp_path, monkeypatch, capsys):
+    """Another command holding the file's lock: up waits its limit, names the holder, and leaves nothing running."""
+    import local_clusters
+
+    lock = tmp_path / ".ray_address.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(600)", str(lock)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        monkeypatch.setattr(address_file, "LOCK_TIMEOUT_S", 2.0)
+        state = tmp_path / "state"
+        code = local_clusters.main(["--state_dir", str(state), "up", "--name", "locked", "--num_cpus", "1",
+                                    "--output", str(tmp_path / "ray_address")])  # fmt: skip
+        assert code == 1
+        assert f"held its lock {lock} for 2 s (process {holder.pid}:" in capsys.readouterr().err
+        assert lc.load_all(state) == [] and list(Path(tempfile.gettempdir()).glob("ray_locked_*")) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_ctrl_c_while_a_cluster_starts_stops_it_and_leaves_no_record(tmp_path):
+    state = tmp_path / "state"
+    up = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state), "up", "--name", "halfway"]
+        + ["--num_cpus", "1", "--output", str(tmp_path / "ray_address")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The node is recorded as soon as its `ray start` runs: interrupt then, halfway through its start.
+    wait_for(lambda: list(state.glob("halfway.json")), 60, "the node's record")
+    up.send_signal(signal.SIGINT)
+    _, err = up.communicate(timeout=60)
+    assert up.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert lc.load_all(state) == [] and list(Path(tempfile.gettempdir()).glob("ray_halfway_*")) == []
+
+
+@pytest.mark.parametrize("problem", ["the kept-token folder is a file", "~/.ray is a file"])
+def test_a_token_folder_that_cannot_be_one_is_named_in_one_line_and_nothing_starts(tmp_path, problem):
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    (tmp_path / "home").mkdir()
+    if problem == "~/.ray is a file":
+        (tmp_path / "home" / ".ray").write_text("not a folder")
+    else:
+        env["ISAACLAB_RAY_TOKEN_DIR"] = "/etc/hostname"
+        env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "auth_token")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state"), "up"]
+        + ["--name", "tokenhome", "--output", str(tmp_path / "ray_address")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert ("/etc/hostname" if "kept" in problem else str(tmp_path / "home" / ".ray")) in result.stderr
+    assert lc.load_all(tmp_path / "state") == [] and list(Path(tempfile.gettempdir()).glob("ray_tokenhome_*")) == []
+
+
+def test_a_token_that_cannot_be_made_where_ray_keeps_it_is_named_in_one_line(tmp_path):
+    """Ray's token path in a folder nobody can create (as an unwritable home is for its user): nothing starts."""
+    token = Path("/proc/no-such-home/.ray/auth_token")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(tmp_path / "state"), "up"]
+        + ["--name", "unmade", "--output", str(tmp_path / "ray_address")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_TOKEN_PATH": str(token)},
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot make your Ray token {token} (")
+    assert lc.load_all(tmp_path / "state") == [] and list(Path(tempfile.gettempdir()).glob("ray_unmade_*")) == []

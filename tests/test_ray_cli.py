@@ -213,7 +213,7 @@ def sweep_or_check(env: dict[str, str], script: str, address: str) -> subprocess
     [
         ("wrong", "refused the token from"),
         ("empty", "does not hold a token"),
-        ("folder", "is a folder, not a file holding a token"),
+        ("folder", "is a folder: it cannot hold a token"),
         ("missing", "requires a Ray token and none was found"),
     ],
 )

@@ -94,13 +94,18 @@ def alive_nodes(dashboard: str) -> list[dict]:
         (["--namespace", "ns"], "--namespace does not apply on SLURM"),
         (["--image", "img"], "--image does not apply on SLURM (a module or container line goes in --setup)"),
         (["--cluster_host", "local", "--partition", "gpu"], "--partition does not apply with --cluster_host local"),
-        (["--name", "Team/A"], "--name 'Team/A' is not a valid"),
+        (["--name", "Team/A"], "--name 'Team/A' is not a SLURM cluster name here"),
         (["--setup", "module load a\nrm -rf ~"], "--setup"),
         (["--gres", "gpu:a100:2;reboot"], "--gres"),
         (["--max_workers", "1", "2"], "--max_workers: a SLURM cluster has one kind of node"),
         (["--base_port", "65400"], "--base_port 65400"),
         (["--partition", "nosuch"], "Invalid partition name specified"),
         (["--max_workers", "5"], "Requested node configuration is not available"),
+        # SLURM's refusal, then the flag that asked for what no node has.
+        (["--gpu_per_worker", "1"], "(check --gpu_per_worker)"),
+        (["--cpu_per_worker", "64"], "(check --max_workers, --cpu_per_worker, --ram_gb_per_worker)"),
+        (["--state_dir", "/etc/hostname/state"], "--state_dir /etc/hostname/state: cannot keep files there (/etc/"),
+        (["--log_dir", "/etc/hostname/logs"], "--log_dir /etc/hostname/logs: cannot keep files there (/etc/hostname"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_before_anything_is_submitted(env, tmp_path, slurm_cluster, flags, message):
@@ -343,6 +348,16 @@ def test_a_failing_setup_line_fails_the_cluster_naming_the_node_the_line_and_its
     assert wait_until_none(lambda: ray_processes(job_id), 30) == []
 
 
+def test_a_setup_line_that_exits_the_nodes_shell_is_named_too(env, tmp_path, slurm_cluster):
+    """``exit 0`` succeeds, yet ends the node's shell before Ray starts there: the cluster fails naming that line."""
+    result = launch(env, tmp_path, *SMALL, "--name", "exits", "--max_workers", "0", "--state_dir", str(tmp_path / "s"),
+                    "--setup", "echo fine", "--setup", "exit 0")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cluster exits: SLURM job" in last and "ended FAILED" in last, last
+    assert "setup line 2 exited the shell on node node1 (status 0): exit 0" in last, last
+
+
 def next_job_id(slurm_cluster: SlurmForTests) -> int:
     """The id SLURM gives the next job (ids count up; the tests submit one thing at a time)."""
     probe = slurm_cluster.run("sbatch", "--parsable", "--hold", "--wrap", "true")
@@ -533,3 +548,126 @@ def test_ctrl_c_while_waiting_cancels_what_was_submitted_and_says_so_in_one_line
             process.kill()
             process.wait()
         slurm_cluster.run("scancel", holder_id)
+
+
+def test_a_name_with_an_underscore_is_a_slurm_cluster_name(env, tmp_path, slurm_cluster):
+    """SLURM's rule, not Kubernetes': a job name may hold '_' and capitals."""
+    result = launch(env, tmp_path, *SMALL, "--dry_run", "--name", "My_Cluster", "--state_dir", str(tmp_path / "s"))
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --job-name=My_Cluster\n" in result.stdout
+
+
+def test_ray_gets_the_jobs_memory_and_starts_though_another_user_took_its_temp_dir_names_first(
+    env, tmp_path, slurm_cluster
+):
+    """Ray is told the job's --mem (object store and memory resource within it, not the node's RAM); its temp dirs
+    are made by the node, so another user who made /tmp/ray-<next job id>-0 and -1 beforehand changes nothing."""
+    probe = slurm_cluster.run("sbatch", "--parsable", "--hold", "--wrap", "true")
+    slurm_cluster.run("scancel", probe.stdout.strip())
+    next_ids = range(int(probe.stdout.strip()) + 1, int(probe.stdout.strip()) + 5)  # sbatch --test-only takes ids too
+    squatted = [Path(f"/tmp/ray-{job}-{node}") for job in next_ids for node in (0, 1)]
+    for folder in squatted:
+        folder.mkdir(mode=0o700)
+        shutil.chown(folder, "nobody")
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    try:
+        started = launch(env, tmp_path, *SMALL, "--name", "roomy", "--max_workers", "1", "--state_dir", str(state),
+                         "--address_file", str(addresses))  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        job_id = json.loads((state / "roomy.json").read_text())["job_id"]
+        assert int(job_id) in next_ids, "other jobs took the ids this test made room for"
+        (cluster,) = address_file.read(addresses)
+        nodes = alive_nodes(cluster.dashboard_url)
+        assert len(nodes) == 2
+        for node in nodes:  # --ram_gb_per_worker 2: 2048 MB per node, 30 % of it the object store
+            total = node["resources_total"]
+            assert total["object_store_memory"] == pytest.approx(2048 * 2**20 * 0.3, rel=0.01), total
+            assert total["memory"] == pytest.approx(2048 * 2**20 * 0.7, rel=0.01), total
+        assert all(list(folder.iterdir()) == [] for folder in squatted), "the cluster wrote into someone else's folder"
+        assert cluster.gcs_address and cluster.gcs_address in launch(env, tmp_path, "--status", "--state_dir",
+                                                                      str(state)).stdout  # fmt: skip
+    finally:
+        launch(env, tmp_path, "--down", "--name", "roomy", "--state_dir", str(state), "--address_file", str(addresses))
+        for folder in squatted:
+            folder.rmdir()
+
+
+def test_status_and_down_see_the_clusters_of_their_own_state_dir_and_a_cancelled_one_is_dropped_by_readers(
+    env, tmp_path, slurm_cluster
+):
+    """Two HOMEs of one account (or two colleagues under one login) each see and end their own clusters only; a
+    cluster cancelled behind the tool's back is CLUSTER_LOST with SLURM's word, and leaves the address file."""
+    mine, theirs, addresses = tmp_path / "mine", tmp_path / "theirs", tmp_path / "ray_address"
+    started = launch(env, tmp_path, *NODES, "--time", "15", "--name", "shared-name", "--max_workers", "0",
+                     "--state_dir", str(mine), "--address_file", str(addresses))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = json.loads((mine / "shared-name.json").read_text())["job_id"]
+    try:
+        assert "no SLURM job of ours" in launch(env, tmp_path, "--status", "--state_dir", str(theirs)).stdout
+        down = launch(env, tmp_path, "--down", "--name", "shared-name", "--state_dir", str(theirs))
+        assert down.returncode == 0 and "no SLURM job of ours named 'shared-name'" in down.stdout, down.stderr
+        assert slurm_cluster.job_state(job_id) == "RUNNING"
+
+        slurm_cluster.run("scancel", job_id)  # behind the tool's back
+        wait_for(lambda: slurm_cluster.job_state(job_id) == "CANCELLED", 60, "SLURM to cancel the job")
+        copy = tmp_path / "copy_of_ray_address"
+        shutil.copy(addresses, copy)
+        submit = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(copy)]
+            + ["--connect_timeout_s", "5", "-c 'print(1)'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert submit.returncode == 1
+        assert "shared-name: CLUSTER_LOST: cluster shared-name has ended: SLURM CANCELLED" in submit.stderr, (
+            submit.stderr
+        )
+        assert address_file.read(copy) == []
+        status = launch(env, tmp_path, "--status", "--state_dir", str(mine), "--address_file", str(addresses))
+        assert f"{addresses}: dropped cluster shared-name: SLURM CANCELLED" in status.stderr, status.stderr
+        assert address_file.read(addresses) == []
+        row = next(line for line in status.stdout.splitlines() if line.startswith("shared-name"))
+        assert row.split()[1:4] == ["CANCELLED", "job", job_id]
+        forgotten = launch(env, tmp_path, "--down", "--name", "shared-name", "--state_dir", str(mine))
+        assert f"forgotten SLURM job shared-name (job {job_id}, CANCELLED already)" in forgotten.stdout
+        assert list(mine.iterdir()) == []
+    finally:
+        slurm_cluster.run("scancel", job_id)
+
+
+def test_down_then_a_launch_on_the_same_base_port_at_once(env, tmp_path, slurm_cluster):
+    """The stopped cluster's ports linger in TIME_WAIT for a minute; Ray binds them anyway, and so may we."""
+    port = free_block_everywhere()
+    state = tmp_path / "state"
+    flags = [*SMALL, "--name", "again", "--max_workers", "0", "--base_port", str(port), "--state_dir", str(state)]
+    for attempt in ("first", "second"):
+        started = launch(env, tmp_path, *flags, "--address_file", str(tmp_path / "ray_address"))
+        assert started.returncode == 0, f"{attempt}: {started.stderr}"
+        down = launch(env, tmp_path, "--down", "--name", "again", "--state_dir", str(state))
+        assert down.returncode == 0 and "cancelled SLURM job again" in down.stdout, down.stderr
+
+
+def free_block_everywhere() -> int:
+    """A block of ports nothing on this machine (both test nodes) holds."""
+    for base in range(40000, 60000, PORT_BLOCK):
+        if not ray_ports.ports_in_use(base):
+            return base
+    raise AssertionError("no free block of ports")
+
+
+def test_a_partly_ready_launch_writes_the_ready_clusters_and_names_the_one_that_failed(env, tmp_path, slurm_cluster):
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    result = launch(env, tmp_path, *SMALL, "--name", "part", "--num_clusters", "2", "--max_workers", "0",
+                    "--setup", '[ "$SLURM_JOB_NAME" != part-2 ] || { echo quota exceeded; false; }',
+                    "--state_dir", str(state), "--address_file", str(addresses))  # fmt: skip
+    try:
+        assert result.returncode == 1, result.stderr
+        assert [cluster.name for cluster in address_file.read(addresses)] == ["part-1"]
+        assert f"wrote 1 cluster address(es) to {addresses}" in result.stdout
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: cluster part-2: SLURM job") and "setup line 1 failed" in error, error
+        assert "quota exceeded" in error
+    finally:
+        launch(env, tmp_path, "--down", "--name", "part", "--state_dir", str(state))

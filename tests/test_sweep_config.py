@@ -1,11 +1,13 @@
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, wait_for
 from ray import tune
 
 from ray_workflow.sweeps.cli import build_parser, settings_from
@@ -179,3 +181,37 @@ def test_tuner_cli_reports_a_bad_config_in_one_line_without_starting_ray(tmp_pat
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {path}: SWEEP is a int, not a Sweep"
+
+
+def cartpole_sweep(*flags: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "hyper_parameter_tuning/config/cartpole_sweep.py"), *flags],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "argument --seed: '-1': a seed is a whole number from 0 to 4294967295"),
+        (["--seed", "99999999999999999999999"], "a seed is a whole number from 0 to 4294967295"),
+        (["--name", "x" * 300], "an experiment's name is one folder name of at most 128 bytes under --storage_path"),
+    ],
+)
+def test_a_seed_numpy_cannot_take_or_an_overlong_name_is_refused_before_ray_starts(flags, message):
+    sweep = cartpole_sweep("--ray_address", "127.0.0.1:1", *flags)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 2 and message in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_while_a_sweep_imports_ray_is_one_line_and_exit_130():
+    """In its first second a sweep is still importing Ray and torch, before its main: Ctrl-C there too is the one
+    ``interrupted`` line, never the traceback of an import."""
+    sweep = cartpole_sweep("--ray_address", "local")
+    wait_for(lambda: "ray/_raylet" in Path(f"/proc/{sweep.pid}/maps").read_text(), 60, "the sweep to import Ray")
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130 and err == "interrupted\n", err

@@ -3,10 +3,11 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_gone
 
-from ray_workflow.sweeps.training_command import TrainingJob, TrainingProcess, render_arguments
+from ray_workflow.sweeps.training_command import TrainerMissing, TrainingJob, TrainingProcess, render_arguments
 
 
 def test_hydra_overrides_render_as_key_equals_value():
@@ -94,3 +95,25 @@ def test_trainer_dies_with_the_process_that_started_it(tmp_path):
     os.kill(worker.pid, 9)
     worker.wait()
     assert wait_until_gone(marker, timeout_s=5) == []
+
+
+def test_a_daemon_the_trainer_double_forks_out_of_its_session_ends_with_the_trial(tmp_path):
+    """The daemon leaves the trainer's process group and session at once; the trial's mark in its environment,
+    which it inherited, is how ``stop`` finds it."""
+    pid_file = tmp_path / "daemon.pid"
+    argv = [sys.executable, str(PROJECT_ROOT / "tests" / "scripted_trainer.py"), "--log_dir", str(tmp_path / "tb")]
+    trainer = TrainingProcess([*argv, "--iterations", "100000", "--daemon", str(pid_file)], tmp_path / "out.log")
+    daemon = psutil.Process(int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the daemon")))
+    assert os.getsid(daemon.pid) != os.getsid(trainer.pgid) and os.getpgid(daemon.pid) != trainer.pgid
+    trainer.stop()
+    assert wait_for(lambda: not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE, 30, "the daemon to end")
+
+
+def test_a_trainer_whose_interpreter_is_missing_is_named_by_its_interpreter(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("#!/opt/isaaclab/_isaac_sim/python.sh\nprint('never')\n")
+    script.chmod(0o755)
+    with pytest.raises(TrainerMissing, match=r"its interpreter /opt/isaaclab/_isaac_sim/python.sh \(its #! line\)"):
+        TrainingProcess([str(script), "--task", "x"], tmp_path / "out.log")
+    with pytest.raises(TrainerMissing, match="'no-such-trainer': no such file"):
+        TrainingProcess(["no-such-trainer"], tmp_path / "out.log")

@@ -27,10 +27,17 @@ line in ``HOSTS``.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from ray_workflow import address_file
 from ray_workflow.address_file import ClusterAddress, HostRecord
+from ray_workflow.errors import WorkflowError, WorldError
+from ray_workflow.names import NameRule
+
+logger = logging.getLogger(__name__)
 
 # Each kind of host: the class that serves it, loaded when first asked for.
 HOSTS = {
@@ -38,6 +45,15 @@ HOSTS = {
     "slurm": "ray_workflow.hosts.slurm:SlurmHost",
     "local": "ray_workflow.hosts.local:LocalHost",
 }
+
+
+class NotReady(WorldError, RuntimeError):
+    """Some clusters ended or were not ready in time; ``ready`` holds the addresses of those that are, so that a
+    partly ready launch still writes them."""
+
+    def __init__(self, message: str, ready: list[ClusterAddress]) -> None:
+        super().__init__(message)
+        self.ready = ready
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class ClusterStatus:
 class ClusterHost(Protocol):
     kind: str  # what one cluster is to the host, for messages ("RayCluster", "SLURM job")
     scope: str  # where the host looks, for messages (" in namespace NS"), or ""
+    name_rule: NameRule  # what the host accepts as a cluster name
 
     @property
     def record(self) -> HostRecord: ...
@@ -91,3 +108,24 @@ def from_record(record: HostRecord) -> ClusterHost | None:
         return None
     module, _, name = HOSTS[record.kind].partition(":")
     return getattr(importlib.import_module(module), name).from_record(record)
+
+
+def drop_gone(path: Path) -> list[tuple[ClusterAddress, str]]:
+    """Ask the host of each block of the address file at ``path`` whether its cluster is still there, and drop the
+    blocks of those that are gone (so that Ray's one-liner never takes a dead cluster first), each said in one line
+    with the host's own word; the blocks dropped and why. A block whose host cannot be asked from here stays."""
+    path = Path(path).expanduser()
+    gone = []
+    for block in address_file.read(path) if path.exists() else []:
+        host = from_record(block.host) if block.host is not None and block.name else None
+        try:
+            why = host.why_ended(block.name) if host is not None else None
+        except WorkflowError:
+            continue
+        if why:
+            gone.append((block, why))
+            logger.warning("%s: dropped cluster %s: %s", path, block.name, why)
+    if gone:
+        keys = {(block.name, block.host) for block, _ in gone}
+        address_file.update([], path, lambda block: (block.name, block.host) in keys)
+    return gone

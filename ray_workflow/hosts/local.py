@@ -27,12 +27,12 @@ from typing import Any
 
 import psutil
 
-from ray_workflow import RAY_NODE_ENVIRONMENT, auth, cache_dir, ray_ports
+from ray_workflow import RAY_NODE_ENVIRONMENT, auth, cache_dir, files, ray_ports
 from ray_workflow.address_file import ClusterAddress, HostRecord
-from ray_workflow.atomic_file import atomic_write_text
 from ray_workflow.errors import UserError, WorldError, setting
+from ray_workflow.files import atomic_write_text
 from ray_workflow.hosts import ClusterStatus, Rendered, Started
-from ray_workflow.names import LOCAL_OWNER_FILE, check_cluster_name, is_member, numbered_names
+from ray_workflow.names import KUBERNETES, LOCAL_OWNER_FILE, check_cluster_name, is_member, numbered_names
 from ray_workflow.process_groups import end_process_group, live_members
 from ray_workflow.ray_ports import PORT_BLOCK, ports_in_use
 
@@ -291,23 +291,24 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
         _remove_files(cluster)
         raise LocalClusterError(f"cannot run `ray start` ({error.strerror}: {error.filename})") from None
     cluster.pgid = process.pid
-    failure = _wait_for_ray_start(process, Path(temp_dir), timeout_s)
+    # Recorded at once: whatever stops this command from here on (Ctrl-C, a kill), `status` and `down` see the node.
+    atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
+    try:
+        failure = _wait_for_ray_start(process, Path(temp_dir), timeout_s)
+        if failure is None and head_address is None:
+            wait_for_dashboard(cluster.dashboard_url, timeout_s)
+    except BaseException:
+        down(cluster, state_dir)
+        process.poll()
+        raise
     if failure is not None:
         text = output_path.read_text(errors="replace")
-        end_process_group(cluster.pgid, reap=process.poll)
-        _remove_files(cluster)
+        down(cluster, state_dir)
+        process.poll()
         if failure == "port" or "already in use" in text:
             raise PortTaken(f"a port of {base_port}-{base_port + PORT_BLOCK - 1} was taken before Ray could bind it")
         last = text.strip().splitlines()[-5:]
         raise LocalClusterError(f"ray start for cluster {name!r} {failure}:\n" + "\n".join(last))
-    atomic_write_text(_state_path(state_dir, name), json.dumps(asdict(cluster), indent=2))
-    if head_address is not None:
-        return cluster
-    try:
-        wait_for_dashboard(cluster.dashboard_url, timeout_s)
-    except LocalClusterError:
-        down(cluster, state_dir)
-        raise
     return cluster
 
 
@@ -338,7 +339,7 @@ def load_all(state_dir: Path = DEFAULT_STATE_DIR) -> list[LocalCluster]:
     clusters = []
     for path in sorted(state_dir.glob("*.json")):
         try:
-            cluster = LocalCluster(**json.loads(path.read_text()))
+            cluster = LocalCluster(**json.loads(files.read_text(path, 64 << 10)))
             check_cluster_name(cluster.name, "recorded name")
             if path.stem != cluster.name or not isinstance(cluster.pgid, int) or not isinstance(cluster.base_port, int):
                 raise ValueError("its fields do not describe a cluster of that file's name")
@@ -364,26 +365,40 @@ def _remove_files(cluster: LocalCluster) -> None:
 def _remove_temp_dir(cluster: LocalCluster) -> None:
     """Delete the cluster's temp dir only if we created it for this cluster (it holds our marker)."""
     temp_dir = Path(cluster.temp_dir)
-    try:
-        owner = (temp_dir / LOCAL_OWNER_FILE).read_text()
-    except OSError:
-        owner = None
-    if owner == cluster.name:
+    if _owns(cluster):
         shutil.rmtree(temp_dir, ignore_errors=True)
     elif temp_dir.exists():
         logger.warning("kept %s: it was not created for local cluster %r", temp_dir, cluster.name)
 
 
 def processes(cluster: LocalCluster) -> list[int]:
-    """PIDs of the cluster's live processes: members of its process group that run from its temp dir."""
+    """PIDs of the cluster's live processes: members of its process group whose command line names its temp dir,
+    if that temp dir is one we made for this cluster (it holds our mark): a record naming someone else's folder
+    or group (``/``, a forged one) never gets a process signalled."""
+    if not _owns(cluster):
+        return []
     pids = []
     for member in live_members(cluster.pgid):
         try:
-            if any(cluster.temp_dir in arg for arg in member.cmdline()):
+            if any(_names_dir(arg, cluster.temp_dir) for arg in member.cmdline()):
                 pids.append(member.pid)
         except psutil.Error:  # a process that ended while we looked is simply gone
             continue
     return pids
+
+
+def _owns(cluster: LocalCluster) -> bool:
+    try:
+        return files.read_text(Path(cluster.temp_dir) / LOCAL_OWNER_FILE, 1024) == cluster.name
+    except (OSError, ValueError):
+        return False
+
+
+def _names_dir(arg: str, folder: str) -> bool:
+    """``--temp-dir /tmp/ray_x``, ``--temp_dir=/tmp/ray_x``, ``/tmp/ray_x/session_.../raylet``: the folder itself
+    or a path inside it, never a mere prefix of another name."""
+    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+    return value == folder or value.startswith(folder.rstrip("/") + "/")
 
 
 def is_running(cluster: LocalCluster) -> bool:
@@ -467,6 +482,7 @@ class LocalHost:
     """Ray clusters on this machine, recorded in ``state_dir``: the host verbs of ``ray_workflow.hosts``."""
 
     kind = "local cluster"
+    name_rule = KUBERNETES
 
     def __init__(self, state_dir: Path = DEFAULT_STATE_DIR) -> None:
         self.state_dir = Path(state_dir)
@@ -538,7 +554,10 @@ class LocalHost:
             raise LocalClusterError(f"local cluster {missing[0]!r} is not running{self.scope}")
         for name in names:
             wait_for_dashboard(recorded[name].dashboard_url, timeout_s)
-        return [ClusterAddress(name, recorded[name].dashboard_url, self.record) for name in names]
+        return [
+            ClusterAddress(name, recorded[name].dashboard_url, self.record, gcs_address=recorded[name].gcs_address)
+            for name in names
+        ]
 
     def status(self, name: str | None = None) -> list[ClusterStatus]:
         if name is not None:
@@ -552,10 +571,12 @@ class LocalHost:
         return found
 
     def why_ended(self, name: str) -> str | None:
-        recorded = [cluster for cluster in load_all(self.state_dir) if cluster.name == name]
-        if not recorded or is_running(recorded[0]):
+        if not self.state_dir.is_dir():
             return None
-        return f"its Ray processes (group {recorded[0].pgid}) are no longer running"
+        recorded = [cluster for cluster in load_all(self.state_dir) if cluster.name == name]
+        if not recorded:
+            return f"no local cluster named {name!r} is recorded in {self.state_dir} any more"
+        return None if is_running(recorded[0]) else f"its Ray processes (group {recorded[0].pgid}) are gone"
 
     def down(self, names: list[str]) -> list[ClusterStatus]:
         """End exactly the recorded clusters ``names``; one that cannot be ended does not keep the others running."""

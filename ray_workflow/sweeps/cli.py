@@ -14,7 +14,7 @@ from ray_workflow.errors import report_config_errors, script_main
 report_config_errors()
 
 from ray_workflow import log_progress_to  # noqa: E402
-from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
+from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int, seed  # noqa: E402
 from ray_workflow.sweeps.sweep import Sweep, load_sweep  # noqa: E402
 from ray_workflow.sweeps.tuning import SCHEDULERS, SEARCHERS, TunerSettings, run_sweep  # noqa: E402
 
@@ -58,7 +58,7 @@ def build_parser(with_config_flags: bool) -> argparse.ArgumentParser:
         type=positive_float,
         help=f"kill a trial that writes no metric for this long (default {defaults.trial_timeout_s:g})",
     )
-    parser.add_argument("--seed", type=int, help="seed of the searcher")
+    parser.add_argument("--seed", type=seed, help="seed of the searcher, 0 to 4294967295")
     parser.add_argument(
         "--max_failures",
         type=non_negative_int,

@@ -10,7 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ray_workflow.atomic_file import atomic_write
+from ray_workflow.files import atomic_write
 from ray_workflow.sweeps.sweep import Sweep
 from ray_workflow.sweeps.trainable import TRAINING_FINISHED
 

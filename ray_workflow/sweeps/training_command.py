@@ -12,6 +12,8 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,10 +24,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.process_groups import end_process_group
+from ray_workflow.errors import UserError
+from ray_workflow.process_groups import end_marked, end_process_group
 from ray_workflow.sweeps.warm_slot import WarmSlot, die_with_parent, script_of
 
 OverrideStyle = Literal["hydra", "flags"]
+# The variable that marks every process a trial's trainer starts, with a value of that trainer's own.
+TRIAL_MARK = "ISAACLAB_RAY_TRIAL_MARK"
 # The first line of a trial's output log when its trainer was forked from a warm slot.
 WARM_START_LINE = "[isaaclab_ray] trainer forked from this trial actor's warm slot"
 
@@ -202,6 +207,26 @@ def run_folder(root: Path, run_name: str) -> Path | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+class TrainerMissing(UserError, FileNotFoundError):
+    """The training command, or the interpreter its ``#!`` line names, does not exist on this node."""
+
+
+def _why_missing(program: str, env: Mapping[str, str]) -> str:
+    """Which file the kernel did not find: the program itself, or the interpreter on its ``#!`` line."""
+    found = shutil.which(program, path=env.get("PATH"))
+    if found is None:
+        return f"training command {program!r}: no such file (or not on the PATH)"
+    try:
+        with open(found, "rb") as file:
+            first = file.readline(4096).decode(errors="replace").strip()
+    except OSError:
+        first = ""
+    interpreter = first.removeprefix("#!").split()[0] if first.startswith("#!") and first[2:].strip() else None
+    if interpreter and not Path(interpreter).exists():
+        return f"training command {found}: its interpreter {interpreter} (its #! line) does not exist on this node"
+    return f"training command {found}: cannot be run (no such file)"
+
+
 class TrainingProcess:
     """A running training command in its own process group, with its output kept.
 
@@ -231,7 +256,9 @@ class TrainingProcess:
         self._run_name: str | None = None
         output_path.parent.mkdir(parents=True, exist_ok=True)
         output_path.touch()  # there from the start, for whoever follows the trainer's output
-        environment = {**os.environ, **(env or {})}
+        # Every process the trainer starts inherits this mark, however it detaches from the trainer's group.
+        self.mark = secrets.token_hex(16)
+        environment = {**os.environ, **(env or {}), TRIAL_MARK: self.mark}
         self.warm = slot is not None
         if slot is not None:
             script = script_of(argv, environment)
@@ -249,16 +276,19 @@ class TrainingProcess:
             self._output = os.fdopen(read_end, "rb")
             self._exit_code = lambda: slot.exit_code(self.pgid)
         else:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent if sys.platform == "linux" else None,
-            )
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent if sys.platform == "linux" else None,
+                )
+            except FileNotFoundError:
+                raise TrainerMissing(_why_missing(argv[0], environment)) from None
             assert process.stdout is not None
             self.pgid = process.pid
             self._output = process.stdout
@@ -315,8 +345,10 @@ class TrainingProcess:
         return "\n".join(self._tail)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """End the trainer's whole process group, whatever state it is in."""
+        """End the trainer's whole process group, whatever state it is in, and whatever it started that left the
+        group (a daemon in a session of its own): they all carry the trainer's mark."""
         end_process_group(self.pgid, grace_s, reap=self._exit_code)
+        end_marked(TRIAL_MARK, self.mark, grace_s)
         deadline = time.monotonic() + grace_s
         while self._exit_code() is None and time.monotonic() < deadline:  # the slot reaps a warm trainer
             time.sleep(0.05)

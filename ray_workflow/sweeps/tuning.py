@@ -32,6 +32,7 @@ from ray_workflow.sweeps.sweep import Sweep, SweepConfigError
 from ray_workflow.sweeps.trainable import CommandTrainable
 
 SEARCHERS = ("optuna", "random", "grid")
+MAX_NAME_BYTES = 128  # an experiment's folder, under which Tune names trials, checkpoints and their files
 SCHEDULERS = ("asha", "fifo", "pbt")
 
 logger = logging.getLogger(__name__)
@@ -114,11 +115,15 @@ class TunerSettings:
                 f"{setting('storage_path')} to continue"
             )
         if self.name is not None and (
-            not self.name or self.name in (".", "..") or "/" in self.name or "\0" in self.name
+            not self.name
+            or self.name in (".", "..")
+            or "/" in self.name
+            or "\0" in self.name
+            or len(self.name.encode()) > MAX_NAME_BYTES
         ):
             raise SweepConfigError(
-                f"{setting('name')} {self.name!r}: an experiment's name is one folder name under "
-                f"{setting('storage_path')}"
+                f"{setting('name')} {self.name!r}: an experiment's name is one folder name of at most "
+                f"{MAX_NAME_BYTES} bytes under {setting('storage_path')}"
             )
 
 

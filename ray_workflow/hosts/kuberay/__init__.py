@@ -14,11 +14,12 @@ from pathlib import Path
 
 from ray_workflow import auth
 from ray_workflow.address_file import ClusterAddress, HostRecord
-from ray_workflow.hosts import ClusterStatus, Rendered, Started
+from ray_workflow.errors import setting
+from ray_workflow.hosts import ClusterStatus, NotReady, Rendered, Started
 from ray_workflow.hosts.kuberay import clusters, heads
 from ray_workflow.hosts.kuberay.kubectl import Kubectl
 from ray_workflow.hosts.kuberay.manifest import ClusterSpec, render
-from ray_workflow.names import check_cluster_name, is_member
+from ray_workflow.names import KUBERNETES, check_cluster_name, is_member
 
 
 class KubeRayHost:
@@ -26,6 +27,7 @@ class KubeRayHost:
     (default: the live one, else the bundled one)."""
 
     kind = "RayCluster"
+    name_rule = KUBERNETES
 
     def __init__(self, namespace: str, kubectl: Kubectl, crd_file: Path | None = None) -> None:
         self.namespace, self.kubectl, self.crd_file = namespace, kubectl, crd_file
@@ -62,14 +64,19 @@ class KubeRayHost:
         return Started(names=names, new=created, said=said)
 
     def wait_ready(self, names: list[str], timeout_s: float) -> list[ClusterAddress]:
-        found = heads.wait_for_heads(names, self.namespace, self.kubectl, timeout_s)
-        addresses = heads.pod_addresses(found)
+        found, waiting = heads.wait_for_heads(names, self.namespace, self.kubectl, timeout_s)
+        addresses = heads.pod_addresses(found, self.record)
         heads.keep_tokens(found, addresses, self.namespace, self.kubectl)
-        return [dataclasses.replace(address, host=self.record) for address in addresses]
+        if waiting:
+            left = f"they stay{self.scope}: end them with {setting('down')}, or let the grok script wait again"
+            raise NotReady(f"{heads.waiting_report(waiting, timeout_s)}; {left}", addresses)
+        return addresses
 
     def port_forward(self, names: list[str], timeout_s: float) -> heads.PortForwards:
         """Once each cluster is Ready, a local port forwarded to its dashboard, its token kept for that address."""
-        found = heads.wait_for_heads(names, self.namespace, self.kubectl, timeout_s)
+        found, waiting = heads.wait_for_heads(names, self.namespace, self.kubectl, timeout_s)
+        if waiting:
+            raise clusters.KubeRayError(heads.waiting_report(waiting, timeout_s))
         forwards = heads.port_forward(names, self.namespace, self.kubectl)
         try:
             heads.keep_tokens(found, forwards.addresses, self.namespace, self.kubectl)

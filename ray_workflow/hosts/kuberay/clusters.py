@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ray_workflow import PROJECT_ROOT, yaml_input
+from ray_workflow import PROJECT_ROOT, files, yaml_input
 from ray_workflow.errors import WorldError
 from ray_workflow.hosts.kuberay import crd_schema
 from ray_workflow.hosts.kuberay.kubectl import Kubectl, KubectlError
@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 BUNDLED_CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"
 OUR_SELECTOR = f"{KUBERAY_OWNER_LABEL}={OWNER}"
 TOKEN_SECRET_KEY = "auth_token"  # the key KubeRay reads the token of an authOptions.secretName Secret from
+
+
+_REFUSED = re.compile(r"Forbidden|NotFound|not found|forbidden")
 
 
 class KubeRayError(WorldError, RuntimeError):
@@ -75,6 +78,10 @@ def load_validator(crd_file: Path | None, kubectl: Kubectl | None) -> tuple[Any,
             text = kubectl.run(["get", "crd", "rayclusters.ray.io", "-o", "yaml"])
             return crd_schema.validator_from_text(text), "the cluster's rayclusters.ray.io CRD"
         except (KubectlError, crd_schema.CrdError) as error:
+            # Only a refusal to show the CRD is a reason to check offline: a server that does not answer would refuse
+            # the clusters too, and says so once, below.
+            if isinstance(error, KubectlError) and not _REFUSED.search(str(error)):
+                raise
             reason = str(error).strip().splitlines()[-1]
             logger.warning("cannot read the live CRD (%s); using the bundled KubeRay v1.7.0 CRD", reason)
     return crd_schema.validator_from_file(BUNDLED_CRD), f"bundled {BUNDLED_CRD.name} (KubeRay v1.7.0)"
@@ -95,7 +102,10 @@ def validate(manifests: list[dict[str, Any]], validator: Any) -> None:
 def read_manifests(path: Path) -> list[dict[str, Any]]:
     """The RayCluster documents of a YAML file; anything else in it is an error naming the document."""
     try:
-        documents = [document for document in yaml_input.load_all(Path(path).read_text()) if document is not None]
+        text = files.read_text(Path(path), yaml_input.MAX_BYTES)
+        documents = [document for document in yaml_input.load_all(text) if document is not None]
+    except files.NotAFile as error:
+        raise ManifestError(f"{path}: {error}") from None
     except OSError as error:
         raise ManifestError(f"{path}: {error.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator
 
-from ray_workflow import yaml_input
+from ray_workflow import files, yaml_input
 from ray_workflow.errors import UserError
 
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -119,7 +119,9 @@ def validator_from_text(text: str, version: str = "v1") -> CrdSchema:
 @lru_cache(maxsize=4)
 def validator_from_file(path: Path, version: str = "v1") -> CrdSchema:
     try:
-        return validator_from_text(Path(path).read_text(), version)
+        return validator_from_text(files.read_text(Path(path), yaml_input.MAX_BYTES), version)
+    except files.NotAFile as error:
+        raise CrdError(f"{path}: {error}") from None
     except OSError as error:
         raise CrdError(f"{path}: {error.strerror}") from None
     except CrdError as error:

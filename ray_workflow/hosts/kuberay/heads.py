@@ -12,8 +12,7 @@ from subprocess import Popen
 from typing import Any
 
 from ray_workflow import auth
-from ray_workflow.address_file import DASHBOARD_PORT, ClusterAddress
-from ray_workflow.hosts.kuberay.clusters import KubeRayError
+from ray_workflow.address_file import DASHBOARD_PORT, GCS_PORT, ClusterAddress, HostRecord
 from ray_workflow.hosts.kuberay.kubectl import Kubectl, KubectlError
 from ray_workflow.process_groups import end_process_group
 
@@ -59,23 +58,27 @@ def head_pods(namespace: str, kubectl: Kubectl) -> dict[str, dict[str, Any]]:
 
 def wait_for_heads(
     names: list[str], namespace: str, kubectl: Kubectl, timeout_s: float = 600.0, poll_s: float = 2.0
-) -> dict[str, dict[str, Any]]:
-    """Wait until each RayCluster of ``names`` has a Ready head with an IP; its head Pods."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Wait until each RayCluster of ``names`` has a Ready head with an IP, for ``timeout_s`` at most: the Ready
+    head Pods, and why each other cluster is not ready (empty once all are)."""
     deadline = time.monotonic() + timeout_s
     last_report = ""
     while True:
         heads = head_pods(namespace, kubectl)
         states = {name: head_state(heads.get(name)) for name in names}
         waiting = {name: why for name, (ready, why) in states.items() if not ready}
-        if not waiting:
-            return {name: heads[name] for name in names}
+        ready = {name: heads[name] for name in names if name not in waiting}
+        if not waiting or time.monotonic() >= deadline:
+            return ready, waiting
         report = "; ".join(f"{name}: {why}" for name, why in sorted(waiting.items()))
-        if time.monotonic() >= deadline:
-            raise KubeRayError(f"not ready after {timeout_s:g} s: {report}")
         if report != last_report:
             logger.info("waiting for %d of %d cluster(s): %s", len(waiting), len(names), report)
             last_report = report
         time.sleep(poll_s)
+
+
+def waiting_report(waiting: dict[str, str], timeout_s: float) -> str:
+    return f"not ready after {timeout_s:g} s: " + "; ".join(f"{name}: {why}" for name, why in sorted(waiting.items()))
 
 
 def head_token(pod: dict[str, Any], namespace: str, kubectl: Kubectl) -> str | None:
@@ -101,9 +104,17 @@ def keep_tokens(
             auth.save_token([cluster.dashboard_url], token)
 
 
-def pod_addresses(heads: dict[str, dict[str, Any]]) -> list[ClusterAddress]:
+def pod_addresses(heads: dict[str, dict[str, Any]], record: HostRecord) -> list[ClusterAddress]:
     """``http://HEAD_IP:8265`` for each cluster, in name order."""
-    return [ClusterAddress(name, f"http://{heads[name]['status']['podIP']}:{DASHBOARD_PORT}") for name in sorted(heads)]
+    return [
+        ClusterAddress(
+            name,
+            f"http://{heads[name]['status']['podIP']}:{DASHBOARD_PORT}",
+            record,
+            gcs_address=f"{heads[name]['status']['podIP']}:{GCS_PORT}",
+        )
+        for name in sorted(heads)
+    ]
 
 
 @dataclass

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from typing import Any
 
-from ray_workflow.errors import WorldError
+from ray_workflow.errors import UserError, WorldError
 
 
 class KubectlError(WorldError, RuntimeError):
     """kubectl is missing or failed; the message carries kubectl's own words."""
+
+
+class KubectlInputError(UserError, ValueError):
+    """kubectl refused what the user named: a context that does not exist."""
+
+
+# klog's prefix on the lines kubectl logs before its own message ("E1206 05:00:00.123456   123 file.go:265] ...").
+_KLOG_LINE = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]")
+_NO_CONTEXT = re.compile(r'context "[^"]*" (does not exist|not found)|no context exists with the name')
+
+
+def last_sentence(output: str) -> str:
+    """What kubectl says of a failure, without the log lines it repeats before it: its last line of its own."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    own = [line for line in lines if not _KLOG_LINE.match(line)]
+    return (own or lines or [""])[-1]
 
 
 class Kubectl:
@@ -39,8 +56,12 @@ class Kubectl:
         except subprocess.TimeoutExpired:
             raise KubectlError(f"kubectl {' '.join(args)} did not finish within {self.timeout_s:g} s") from None
         if result.returncode != 0:
-            message = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
-            raise KubectlError(f"kubectl {' '.join(args[:3])} failed: {message}")
+            said = last_sentence(result.stderr or result.stdout) or f"exit code {result.returncode}"
+            command = " ".join(args)
+            command = command if len(command) <= 100 else command[:97] + "..."
+            if _NO_CONTEXT.search(said):
+                raise KubectlInputError(f"kubectl {command} failed: {said} (see `kubectl config get-contexts`)")
+            raise KubectlError(f"kubectl {command} failed: {said}")
         return result.stdout
 
     def get_json(self, args: list[str]) -> dict[str, Any]:

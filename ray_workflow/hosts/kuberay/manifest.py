@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 
 from ray_workflow import PROJECT_ROOT
 from ray_workflow.errors import UserError, setting
-from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER, check_cluster_name
+from ray_workflow.names import KUBERAY_OWNER_LABEL, KUBERNETES, OWNER, check_cluster_name
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
 TEMPLATE_NAME = "kuberay.yaml.jinja"
@@ -90,7 +91,7 @@ def available_hosts() -> list[str]:
 
 
 def check_spec(spec: ClusterSpec) -> None:
-    check_cluster_name(spec.name)
+    check_cluster_name(spec.name, rule=KUBERNETES)
     if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
         raise ManifestError(
             f"{setting('namespace')} {spec.namespace!r} is not a valid Kubernetes namespace (DNS-1123 label)"
@@ -169,6 +170,12 @@ def _strict_tojson(value: Any) -> str:
     return json.dumps(value)
 
 
+def _template_line(error: BaseException, template_path: Path) -> str:
+    """``file:line`` of the template frame an error came from (Jinja keeps templates' lines in tracebacks)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename.endswith(".jinja")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(template_path)
+
+
 def render(spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, Any]:
     """The RayCluster manifest for ``spec`` from its template."""
     template_path = configs_dir / spec.template / TEMPLATE_NAME
@@ -187,7 +194,13 @@ def render(spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, 
     except jinja2.UndefinedError as error:
         raise ManifestError(f"{template_path}: template variable undefined: {error.message}") from None
     except jinja2.TemplateSyntaxError as error:
-        raise ManifestError(f"{template_path}:{error.lineno}: template syntax error: {error.message}") from None
+        where = f"{error.filename or template_path}:{error.lineno}"
+        raise ManifestError(f"{where}: template syntax error: {error.message}") from None
+    except jinja2.TemplateNotFound as error:
+        raise ManifestError(f"{template_path}: {error.name}, which it extends or includes, is not there") from None
+    except Exception as error:  # a template of the user's own that fails as it renders (a filter given a wrong type)
+        line = _template_line(error, template_path)
+        raise ManifestError(f"{line}: template failed: {type(error).__name__}: {error}") from None
     try:
         manifest = yaml.safe_load(text)
     except yaml.YAMLError as error:

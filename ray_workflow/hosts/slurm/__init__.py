@@ -8,16 +8,16 @@ cluster.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from ray_workflow import PROJECT_ROOT
+from ray_workflow import PROJECT_ROOT, files
 from ray_workflow.address_file import ClusterAddress, HostRecord
+from ray_workflow.errors import setting
 from ray_workflow.hosts import ClusterStatus, Rendered, Started
 from ray_workflow.hosts.slurm import jobs, script
 from ray_workflow.hosts.slurm.jobs import DEFAULT_STATE_DIR, SlurmError, SlurmJob
 from ray_workflow.hosts.slurm.script import AUTO_PORTS, SlurmClusterSpec, SlurmInputError
-from ray_workflow.names import check_cluster_name, is_member
+from ray_workflow.names import SLURM, check_cluster_name, is_member
 
 DEFAULT_LOG_DIR = PROJECT_ROOT / "logs" / "slurm"  # ignored by git, left out of job uploads
 
@@ -30,13 +30,14 @@ class SlurmHost:
 
     kind = "SLURM job"
     scope = ""
+    name_rule = SLURM
 
     def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, log_dir: Path = DEFAULT_LOG_DIR) -> None:
         self.state_dir, self.log_dir = Path(state_dir), Path(log_dir)
 
     @property
     def record(self) -> HostRecord:
-        return HostRecord.of("slurm", state_dir=str(self.state_dir))
+        return jobs.host_record(self.state_dir)
 
     @classmethod
     def from_record(cls, record: HostRecord) -> SlurmHost:
@@ -50,9 +51,12 @@ class SlurmHost:
         return rendered
 
     def check(self, rendered: list[Rendered], offline: bool) -> str:
+        for field, folder in (("state_dir", self.state_dir), ("log_dir", self.log_dir)):
+            if why := files.why_not_writable(folder):
+                raise SlurmInputError(f"{setting(field)} {folder}: cannot keep files there ({why})")
         if offline:
             return "not checked by SLURM (sbatch --test-only runs before they are submitted)"
-        jobs.check([(cluster.name, cluster.text) for cluster in rendered])
+        jobs.check([(cluster.document, cluster.text) for cluster in rendered])
         return "accepted by sbatch --test-only"
 
     def start(self, rendered: list[Rendered]) -> Started:
@@ -65,14 +69,13 @@ class SlurmHost:
         recorded = {job.name: job for job in jobs.recorded(self.state_dir, names)}
         if missing := [name for name in names if name not in recorded]:
             raise SlurmError(f"no SLURM cluster of ours named {missing[0]!r} is recorded in {self.state_dir}")
-        ready = jobs.wait_ready([recorded[name] for name in names], self.state_dir, timeout_s)
-        return [dataclasses.replace(address, host=self.record) for address in ready]
+        return jobs.wait_ready([recorded[name] for name in names], self.state_dir, timeout_s)
 
     def status(self, name: str | None = None) -> list[ClusterStatus]:
         if name is not None:
-            check_cluster_name(name)
+            check_cluster_name(name, rule=SLURM)
         return [
-            ClusterStatus(job.name, job.state, _detail(job), alive=job.alive)
+            ClusterStatus(job.name, job.state, _detail(job, self.state_dir), alive=job.alive)
             for job in jobs.recorded(self.state_dir)
             if name is None or is_member(job.name, name)
         ]
@@ -93,7 +96,9 @@ class SlurmHost:
         ]
 
 
-def _detail(job: SlurmJob) -> str:
-    """Where the job runs and why it waits, as SLURM says (which gives an empty reason as ``None``)."""
+def _detail(job: SlurmJob, state_dir: Path) -> str:
+    """Where the job runs and why it waits, as SLURM says (which gives an empty reason as ``None``), and the GCS
+    address ``ray status --address`` takes once the head is up."""
     reason = "" if job.reason == "None" else job.reason
-    return " ".join(filter(None, [f"job {job.job_id}", job.nodes, reason]))
+    gcs = jobs.gcs_address(job, state_dir) if job.alive else None
+    return " ".join(filter(None, [f"job {job.job_id}", job.nodes, reason, f"GCS {gcs}" if gcs else ""]))

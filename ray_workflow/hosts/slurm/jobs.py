@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_workflow import auth, cache_dir, ray_ports
-from ray_workflow.address_file import ClusterAddress
-from ray_workflow.atomic_file import atomic_write_text
+from ray_workflow.address_file import ClusterAddress, HostRecord
 from ray_workflow.errors import WorldError, setting
+from ray_workflow.files import atomic_write_text
+from ray_workflow.hosts import NotReady
 from ray_workflow.hosts.slurm.script import JOB_LABEL, MARKER, ClusterFiles, SlurmClusterSpec, SlurmInputError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ ALIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", 
 
 class SlurmError(WorldError, RuntimeError):
     """SLURM refused, or a cluster's job ended or never became ready; the message names the cluster and job."""
+
+
+class SlurmRefused(SlurmError):
+    """One of SLURM's commands exited non-zero; the message ends with its own last line."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +77,7 @@ def _run(command: list[str], what: str, stdin: str | None = None) -> str:
         raise SlurmError(f"{command[0]} not found: run this on a machine where SLURM's commands work") from None
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
-        raise SlurmError(f"{what}: {command[0]} failed: {message[-1] if message else f'exit {result.returncode}'}")
+        raise SlurmRefused(f"{what}: {command[0]} failed: {message[-1] if message else f'exit {result.returncode}'}")
     return result.stdout
 
 
@@ -115,14 +120,32 @@ def _record(files: ClusterFiles) -> dict | None:
         return None
 
 
-def check(scripts: list[tuple[str, str]]) -> None:
-    """``sbatch --test-only`` on each cluster's batch script (name, text): SLURM says whether it could schedule it
-    (partition, account, time limit, nodes, GRES) without queueing anything."""
-    for name, script in scripts:
+# What ``sbatch --test-only`` says when a request cannot be met, and the settings that make the request.
+_REFUSALS = {
+    "node configuration is not available": ("num_workers", "cpus_per_node", "gpus_per_node", "mem_gb_per_node"),
+    "generic resource": ("gres", "gpus_per_node"),
+    "gres": ("gres", "gpus_per_node"),
+    "partition": ("partition",),
+    "account": ("account",),
+    "time limit": ("time_limit",),
+    "node count": ("num_workers",),
+    "memory": ("mem_gb_per_node",),
+    "processors": ("cpus_per_node",),
+}
+
+
+def check(scripts: list[tuple[SlurmClusterSpec, str]]) -> None:
+    """``sbatch --test-only`` on each cluster's batch script: SLURM says whether it could schedule it (partition,
+    account, time limit, nodes, GRES) without queueing anything; a refusal names the settings that asked for it."""
+    for spec, script in scripts:
         try:
-            _run(["sbatch", "--test-only"], f"cluster {name!r} cannot be scheduled", stdin=script)
-        except SlurmError as error:
-            raise SlurmInputError(str(error)) from None
+            _run(["sbatch", "--test-only"], f"cluster {spec.name!r} cannot be scheduled", stdin=script)
+        except SlurmRefused as error:
+            said = str(error).lower()
+            fields = next((fields for words, fields in _REFUSALS.items() if words in said), ())
+            given = [field for field in fields if getattr(spec, field) not in (None, 0)] or list(fields[:1])
+            hint = f" (check {', '.join(setting(field) for field in given)})" if given else ""
+            raise SlurmInputError(f"{error}{hint}") from None
 
 
 def submit(scripts: list[tuple[SlurmClusterSpec, str]], state_dir: Path, log_dir: Path) -> list[SlurmJob]:
@@ -183,6 +206,12 @@ def _alive_nodes(dashboard: str, token: str | None, job_id: str) -> int:
     return sum(node.get("state") == "ALIVE" and (node.get("labels") or {}).get(JOB_LABEL) == job_id for node in nodes)
 
 
+def gcs_address(job: SlurmJob, state_dir: Path) -> str | None:
+    """The GCS address of the cluster's head, once the batch script has written it."""
+    head = _head(ClusterFiles(state_dir=state_dir, name=job.name))
+    return _addresses(head[1], head[2])[0] if head and head[0] == job.job_id else None
+
+
 def _head(files: ClusterFiles) -> tuple[str, str, int] | None:
     """The job id, head IP and base port the batch script wrote once its head answered."""
     try:
@@ -211,27 +240,25 @@ def _ready_address(job: SlurmJob, state_dir: Path) -> ClusterAddress | None:
         return None
     if token:
         auth.save_token(addresses, token)
-    return ClusterAddress(job.name, dashboard)
+    return ClusterAddress(job.name, dashboard, host_record(state_dir), gcs_address=addresses[0])
 
 
-def why_cluster_ended(name: str | None, state_dir: Path, settle_s: float = 30.0) -> str | None:
-    """SLURM's word on our cluster ``name`` launched with this ``state_dir``, once SLURM has ended its job
-    (``SLURM TIMEOUT (its time limit was reached)``); None if it is not one of ours or still runs after ``settle_s``
-    (a job being killed is still RUNNING or COMPLETING for a moment after its nodes stop answering)."""
-    if not name:
+def host_record(state_dir: Path) -> HostRecord:
+    """How an address block names our SLURM clusters recorded in ``state_dir``."""
+    return HostRecord.of("slurm", state_dir=str(state_dir))
+
+
+def why_cluster_ended(name: str, state_dir: Path) -> str | None:
+    """SLURM's word on our cluster ``name`` recorded in ``state_dir`` once SLURM has ended its job (``SLURM TIMEOUT
+    (its time limit was reached)``); None while it is queued or runs, or where this machine cannot tell (no such
+    state folder here)."""
+    if not state_dir.is_dir():
         return None
     record = _record(ClusterFiles(state_dir=state_dir, name=name))
     if record is None:
-        return None
-    deadline = time.monotonic() + settle_s
-    try:
-        while (ended := job_state(record["job_id"], name)).state in ALIVE_STATES and time.monotonic() < deadline:
-            time.sleep(1.0)
-    except OSError:  # no SLURM commands on this machine
-        return None
-    if ended.state in ALIVE_STATES:
-        return None
-    return f"SLURM {ended.state} ({ended.why})"
+        return f"no SLURM cluster of ours named {name!r} is recorded in {state_dir} any more"
+    ended = job_state(record["job_id"], name)
+    return None if ended.alive else f"SLURM {ended.state} ({ended.why})"
 
 
 def ended_message(job: SlurmJob, state_dir: Path) -> str:
@@ -248,7 +275,9 @@ def ended_message(job: SlurmJob, state_dir: Path) -> str:
 
 
 def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: float = 2.0) -> list[ClusterAddress]:
-    """Wait until every cluster's head answers with all its nodes alive; a job that ends first is an error.
+    """Wait until every cluster's head answers with all its nodes alive. A cluster whose job ends first, or that is
+    not ready in time, is reported once every other cluster is ready or has ended too (``NotReady``, which carries
+    the ready ones: a partly ready launch still gets those).
 
     Polls ``squeue`` and each head every ``poll_s`` seconds (cheap for the login node) and logs each
     change of a job's state, so a long wait in the queue shows why it waits.
@@ -256,38 +285,48 @@ def wait_ready(jobs: list[SlurmJob], state_dir: Path, timeout_s: float, poll_s: 
     started = time.monotonic()
     deadline = started + timeout_s
     ready: dict[str, ClusterAddress] = {}
+    ended: dict[str, str] = {}
     last_seen: dict[str, str] = {}
     last_said = started
     while True:
         current = {job.job_id: job for job in our_jobs()}
         waiting = []
         for job in jobs:
-            if job.name in ready:
+            if job.name in ready or job.name in ended:
                 continue
             now = current.get(job.job_id)
             if now is None or not now.alive:
-                raise SlurmError(ended_message(job, state_dir))
+                ended[job.name] = ended_message(job, state_dir)
+                logger.info("%s", ended[job.name])
+                continue
             why = f" ({now.reason})" if now.state == "PENDING" and now.reason not in ("", "None") else ""
             seen = f"{now.state}{why}"
-            waiting.append(f"{job.name} {seen}")
+            waiting.append(job)
             if last_seen.get(job.name) != seen:
                 logger.info("%s: SLURM job %s is %s", job.name, job.job_id, seen)
                 last_seen[job.name] = seen
                 last_said = time.monotonic()
             if now.state == "RUNNING" and (address := _ready_address(now, state_dir)):
                 ready[job.name] = address
+                waiting.remove(job)
                 logger.info("%s: ready at %s", job.name, address.dashboard_url)
-        if len(ready) == len(jobs):
+        if not waiting and not ended:
             return [ready[job.name] for job in jobs]
-        if time.monotonic() - last_said >= PROGRESS_EVERY_S:
-            logger.info("still waiting after %s: %s", _elapsed(time.monotonic() - started), ", ".join(waiting))
-            last_said = time.monotonic()
-        if time.monotonic() > deadline:
-            waiting = ", ".join(f"{job.name} (job {job.job_id})" for job in jobs if job.name not in ready)
-            raise SlurmError(
-                f"not ready within {timeout_s:g} s: {waiting}; the jobs stay queued: run "
-                f"grok_slurm_address.sh later, or end them with {setting('down')}"
+        if not waiting or time.monotonic() > deadline:
+            late = [f"{job.name} (job {job.job_id}) is not ready within {timeout_s:g} s" for job in waiting]
+            later = (
+                f"; {', '.join(job.name for job in waiting)} stay queued: grok_slurm_address.sh --name NAME adds "
+                f"each once it is ready, or end them with {setting('down')}"
+                if waiting
+                else ""
             )
+            raise NotReady(
+                "; ".join([*ended.values(), *late]) + later, [ready[job.name] for job in jobs if job.name in ready]
+            )
+        if time.monotonic() - last_said >= PROGRESS_EVERY_S:
+            said = ", ".join(f"{job.name} {last_seen[job.name]}" for job in waiting)
+            logger.info("still waiting after %s: %s", _elapsed(time.monotonic() - started), said)
+            last_said = time.monotonic()
         time.sleep(poll_s)
 
 

@@ -24,7 +24,7 @@ import jinja2
 
 from ray_workflow import PROJECT_ROOT, RAY_NODE_ENVIRONMENT, auth, ray_ports
 from ray_workflow.errors import UserError, setting
-from ray_workflow.names import SLURM_OWNER_COMMENT, check_cluster_name
+from ray_workflow.names import SLURM, SLURM_OWNER_COMMENT, check_cluster_name
 
 TEMPLATE = PROJECT_ROOT / "cluster_configs" / "slurm" / "ray_cluster.sbatch.jinja"
 MARKER = SLURM_OWNER_COMMENT  # the job comment that marks a job as one of our clusters
@@ -61,7 +61,7 @@ class SlurmClusterSpec:
     storage_uri: str | None = None
 
     def __post_init__(self) -> None:
-        check_cluster_name(self.name)
+        check_cluster_name(self.name, rule=SLURM)
         checks = [
             ("num_workers", self.num_workers, isinstance(self.num_workers, int) and self.num_workers >= 0),
             ("cpus_per_node", self.cpus_per_node, _is_whole(self.cpus_per_node) and self.cpus_per_node >= 1),
