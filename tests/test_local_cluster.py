@@ -20,6 +20,11 @@ from ray_workflow.hosts import local as lc
 JOB_PROBE = "python -c \"import os, sys, ray; ray.init(); print(os.environ['RAY_ADDRESS'], sys.executable)\""
 
 
+def shell(**settings: str) -> dict[str, str]:
+    """A user's shell with ``settings``: none of the Ray token variables an earlier test's driver left in ours."""
+    return {**{key: value for key, value in os.environ.items() if key not in auth.AUTH_VARIABLES}, **settings}
+
+
 def run_job(cluster: lc.LocalCluster, entrypoint: str) -> str:
     client = JobSubmissionClient(cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url))
     job_id = client.submit_job(entrypoint=entrypoint)
@@ -359,7 +364,7 @@ def test_a_user_token_that_cannot_be_one_is_named_and_nothing_starts(tmp_path, p
         + ["--name", "tokenless", "--output", str(tmp_path / "ray_address"), *flags],
         capture_output=True,
         text=True,
-        env={**os.environ, "RAY_AUTH_TOKEN_PATH": str(token)},
+        env=shell(RAY_AUTH_TOKEN_PATH=str(token)),
         timeout=120,
     )
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
@@ -587,8 +592,7 @@ def test_ctrl_c_while_a_cluster_starts_stops_it_and_leaves_no_record(tmp_path):
 
 @pytest.mark.parametrize("problem", ["the kept-token folder is a file", "~/.ray is a file"])
 def test_a_token_folder_that_cannot_be_one_is_named_in_one_line_and_nothing_starts(tmp_path, problem):
-    env = {**os.environ, "HOME": str(tmp_path / "home")}
-    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env = shell(HOME=str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     if problem == "~/.ray is a file":
         (tmp_path / "home" / ".ray").write_text("not a folder")
@@ -616,7 +620,7 @@ def test_a_token_that_cannot_be_made_where_ray_keeps_it_is_named_in_one_line(tmp
         + ["--name", "unmade", "--output", str(tmp_path / "ray_address")],
         capture_output=True,
         text=True,
-        env={**os.environ, "RAY_AUTH_TOKEN_PATH": str(token)},
+        env=shell(RAY_AUTH_TOKEN_PATH=str(token)),
         timeout=120,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
