@@ -17,7 +17,6 @@ answers and writes the addresses to ~/.ray_address (--no_wait returns at once).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -29,11 +28,19 @@ from ray_workflow import address_file, hosts, log_progress_to
 from ray_workflow.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from ray_workflow.errors import Interrupted, script_main
 from ray_workflow.files import atomic_write_text
+from ray_workflow.grok import forward_until_stopped
 from ray_workflow.hosts import ClusterHost, ClusterStatus, NotReady
 from ray_workflow.hosts import slurm as slurm_host
 from ray_workflow.hosts.kuberay import Kubectl, KubeRayHost, crd_schema
 from ray_workflow.hosts.kuberay.clusters import default_auth_secret, load_validator, read_manifests
-from ray_workflow.hosts.kuberay.manifest import ClusterSpec, ManifestError, available_hosts, worker_groups
+from ray_workflow.hosts.kuberay.manifest import (
+    PINNED_RAY,
+    ClusterSpec,
+    ManifestError,
+    available_hosts,
+    ray_version_of,
+    worker_groups,
+)
 from ray_workflow.names import numbered_names
 from ray_workflow.ray_ports import PORT_BLOCK
 
@@ -49,6 +56,7 @@ FLAGS = {
     "mem_gb_per_node": "--ram_gb_per_worker",
     "ram_gb": "--ram_gb_per_worker",
     "head_cpus": "--num_head_cpu",
+    "accelerator": "--worker_accelerator",
     "time_limit": "--time",
 }
 # Flags that only one kind of host understands, with their defaults there; given for the other kind, they are refused.
@@ -59,12 +67,17 @@ KUBERAY_DEFAULTS = {
     "worker_accelerator": ["nvidia-l4"],
     "num_head_cpu": 8.0,
     "head_ram_gb": 32.0,
-    "ray_version": importlib.metadata.version("ray"),
+    "ray_version": None,
     "service_account_name": None,
+    "worker_service_account_name": None,
+    "image_pull_secret": None,
     "crd": None,
     "output": None,
     "kubectl_context": None,
     "auth_secret": None,
+    "adopt": False,
+    "port_forward": False,
+    "restart": False,
 }
 SLURM_DEFAULTS = {
     "partition": None,
@@ -164,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     kuberay.add_argument(
         "--worker_accelerator",
         nargs="+",
-        help="GKE accelerator type of each group's nodes, google_cloud only "
+        help="accelerator of each GPU group's nodes: on google_cloud one GKE offers "
+        "(cluster_configs/google_cloud/accelerators.txt), checked; on local anything, unused "
         f"(default {KUBERAY_DEFAULTS['worker_accelerator'][0]})",
     )
     kuberay.add_argument(
@@ -173,9 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     kuberay.add_argument("--head_ram_gb", type=non_negative_float, help=f"default {KUBERAY_DEFAULTS['head_ram_gb']:g}")
     kuberay.add_argument(
         "--ray_version",
-        help=f"must match the Ray in the image (default: this environment's, {KUBERAY_DEFAULTS['ray_version']})",
+        help="the Ray in the image, which KubeRay must know (default: the tag of Ray's own images, "
+        f"rayproject/ray:X.Y.Z, else the Ray this project pins and its Dockerfile installs, {PINNED_RAY})",
     )
-    kuberay.add_argument("--service_account_name", help="service account of the pods (e.g. for GCS access)")
+    kuberay.add_argument(
+        "--service_account_name",
+        help="the head's service account (e.g. for GCS access); KubeRay gives it the autoscaler's rights to "
+        "make and delete Pods, so workers do not get it",
+    )
+    kuberay.add_argument(
+        "--worker_service_account_name", help="the workers' service account (e.g. for GCS access), without those rights"
+    )
+    kuberay.add_argument(
+        "--image_pull_secret", help="a Secret in the namespace to pull a private --image with, for head and workers"
+    )
     kuberay.add_argument("--crd", type=Path, help="RayCluster CRD to validate against (default: live, else bundled)")
     kuberay.add_argument(
         "--check",
@@ -188,8 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
     kuberay.add_argument("--kubectl_context", help="kubectl context to use")
     kuberay.add_argument(
         "--auth_secret",
-        help="the Secret holding your Ray token for the clusters, made or updated from your token if it is ours "
-        f"(default {default_auth_secret()})",
+        help="the Secret holding your Ray token for the clusters, made from your token if it is ours "
+        "(default isaaclab-ray-token-<your token's id>: one per person)",
+    )
+    kuberay.add_argument(
+        "--port_forward",
+        action="store_true",
+        default=None,
+        help="once the clusters are ready, forward a local port to each dashboard and write those addresses too, "
+        "until Ctrl-C (for use outside the cluster network, as the grok script's --port_forward)",
+    )
+    kuberay.add_argument(
+        "--restart",
+        action="store_true",
+        default=None,
+        help="launching a running cluster again with another image, resources, token or Ray version restarts its "
+        "Pods, ending the jobs there: allow it (refused otherwise, saying what would change)",
+    )
+    kuberay.add_argument(
+        "--adopt",
+        action="store_true",
+        default=None,
+        help="also act on RayClusters of ours that another person (another Ray token) launched: launch over "
+        "them, taking them over, or --down them (by default they are refused and left alone)",
     )
 
     on_slurm = parser.add_argument_group("SLURM only")
@@ -244,30 +290,37 @@ def with_host_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def check_file(path: Path, crd_file: Path | None) -> int:
     """``--check FILE``: every RayCluster in FILE against the CRD, each problem on a line with its field path."""
     validator, source = load_validator(crd_file, None)
-    manifests = read_manifests(path)
+    documents = read_manifests(path)
+    clusters = [document for document in documents if document["kind"] == "RayCluster"]
     invalid = 0
-    for index, manifest in enumerate(manifests):
-        metadata = manifest.get("metadata")
+    for index, document in enumerate(documents):
+        metadata = document.get("metadata")
         name = (metadata.get("name") if isinstance(metadata, dict) else None) or f"document {index + 1}"
-        problems = crd_schema.errors(validator, manifest)
+        if document["kind"] != "RayCluster":
+            print(f"{path}: {document['kind']} {name}: not checked (kubectl apply takes it as the API server does)")
+            continue
+        problems = crd_schema.errors(validator, document)
         invalid += bool(problems)
         for problem in problems:
             print(f"{path}: {name}: {problem}")
         if not problems:
             print(f"{path}: {name}: valid")
-    print(f"{len(manifests) - invalid} of {len(manifests)} RayCluster(s) valid against {source}", file=sys.stderr)
+    others = len(documents) - len(clusters)
+    unchecked = f"; {others} other document(s) not checked" if others else ""
+    valid = len(clusters) - invalid
+    print(f"{valid} of {len(clusters)} RayCluster(s) valid against {source}{unchecked}", file=sys.stderr)
     return 1 if invalid else 0
 
 
-def kuberay_spec(args: argparse.Namespace) -> ClusterSpec:
-    if not args.image and not args.dry_run and not (args.down or args.status):
+def kuberay_spec(args: argparse.Namespace, host: KubeRayHost) -> ClusterSpec:
+    if not args.image:
         raise ManifestError("--image is required (the container image with Isaac Lab and Ray)")
     return ClusterSpec(
         template=args.cluster_host,
         name=args.name,
         namespace=args.namespace,
-        image=args.image or "IMAGE",
-        ray_version=args.ray_version,
+        image=args.image,
+        ray_version=args.ray_version or ray_version_of(args.image),
         head_cpus=args.num_head_cpu,
         head_ram_gb=args.head_ram_gb,
         worker_groups=worker_groups(
@@ -279,9 +332,11 @@ def kuberay_spec(args: argparse.Namespace) -> ClusterSpec:
             worker_accelerator=args.worker_accelerator,
         ),
         service_account_name=args.service_account_name,
+        worker_service_account_name=args.worker_service_account_name,
+        image_pull_secret=args.image_pull_secret,
         storage_uri=args.storage_uri,
         token_auth=not args.no_auth,
-        auth_secret=None if args.cluster_token else args.auth_secret or default_auth_secret(),
+        auth_secret=None if args.cluster_token else args.auth_secret or default_auth_secret(host.owner),
     )
 
 
@@ -312,11 +367,13 @@ def slurm_spec(args: argparse.Namespace) -> slurm_host.SlurmClusterSpec:
 def host_for(args: argparse.Namespace) -> ClusterHost:
     if args.cluster_host == SLURM:
         return slurm_host.SlurmHost(args.state_dir, args.log_dir)
-    return KubeRayHost(args.namespace, Kubectl(args.kubectl_context), args.crd)
+    return KubeRayHost(
+        args.namespace, Kubectl(args.kubectl_context), args.crd, everyone=args.adopt, restart=args.restart
+    )
 
 
-def spec_for(args: argparse.Namespace) -> slurm_host.SlurmClusterSpec | ClusterSpec:
-    return slurm_spec(args) if args.cluster_host == SLURM else kuberay_spec(args)
+def spec_for(args: argparse.Namespace, host: ClusterHost) -> slurm_host.SlurmClusterSpec | ClusterSpec:
+    return slurm_spec(args) if isinstance(host, slurm_host.SlurmHost) else kuberay_spec(args, host)
 
 
 def listed(clusters: list[ClusterStatus]) -> str:
@@ -352,7 +409,7 @@ def launch(host: ClusterHost, args: argparse.Namespace) -> int:
         none = f"no {host.kind} of ours named {args.name!r} (or {args.name}-N){host.scope}"
         print("\n".join(said_by_state(host, removed) or [none]))
         return 0
-    rendered = host.render(spec_for(args), numbered_names(args.name, args.num_clusters, host.name_rule))
+    rendered = host.render(spec_for(args, host), numbered_names(args.name, args.num_clusters, host.name_rule))
     checked = host.check(rendered, offline=args.dry_run)
     if args.output:
         write_manifests(args.output, "".join(cluster.text for cluster in rendered))
@@ -379,6 +436,8 @@ def launch(host: ClusterHost, args: argparse.Namespace) -> int:
             write_addresses(error.ready, args.address_file)
         raise
     write_addresses(clusters, args.address_file)
+    if args.port_forward:
+        return forward_until_stopped(host, [cluster.name for cluster in clusters], args.timeout_s, args.address_file)
     return 0
 
 

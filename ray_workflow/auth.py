@@ -14,6 +14,8 @@ is never printed.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import logging
 import os
 import re
@@ -122,6 +124,25 @@ def _make_user_token(path: Path) -> None:
         pass
     finally:
         os.unlink(temp)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who starts a cluster. ``id`` tells people apart by their Ray token (16 hex digits of its SHA-256, which
+    reveal nothing of it): two people under one login, or under none (root in a container), are still two;
+    ``login`` is for messages only."""
+
+    id: str
+    login: str
+
+
+def owner() -> Owner:
+    """The user as the owner of the clusters they start: their token (made if need be) and their login."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a name
+        login = f"uid {os.getuid()}"
+    return Owner(hashlib.sha256(user_token().value.encode()).hexdigest()[:16], login)
 
 
 def token_path(address: str) -> Path:

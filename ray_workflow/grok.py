@@ -81,12 +81,19 @@ def _kubectl(args: argparse.Namespace) -> int:
     names = _running(host, args.name)
     if not args.port_forward:
         return _wait_and_write(host, names, args.timeout_s, args.output)
-    forwards = host.port_forward(names, args.timeout_s)
+    return forward_until_stopped(host, names, args.timeout_s, args.output)
+
+
+def forward_until_stopped(host: KubeRayHost, names: list[str], timeout_s: float, output: Path) -> int:
+    """Forward a local port to each cluster's dashboard and write those addresses in place of the clusters' own,
+    until Ctrl-C (0) or a forward dies (an error); either way the clusters' own addresses come back, since the
+    forwarded ones no longer work."""
+    forwards = host.port_forward(names, timeout_s)
     try:
-        address_file.update(forwards.addresses, args.output)
+        address_file.update(forwards.addresses, output)
         for cluster in forwards.addresses:
             print(f"{cluster.name}: {cluster.dashboard_url}")
-        print(f"wrote {len(forwards.addresses)} forwarded address(es) to {args.output}; Ctrl-C stops forwarding")
+        print(f"wrote {len(forwards.addresses)} forwarded address(es) to {output}; Ctrl-C stops forwarding")
         while forwards.alive():
             time.sleep(0.5)
         raise WorldError("a kubectl port-forward exited; the addresses no longer work")
@@ -95,9 +102,8 @@ def _kubectl(args: argparse.Namespace) -> int:
         return 0
     finally:
         forwards.stop()
-        forwarded = {cluster.dashboard_url for cluster in forwards.addresses}
-        address_file.update([], args.output, lambda block: block.dashboard_url in forwarded)
-        print(f"dropped the {len(forwarded)} forwarded address(es) from {args.output}")
+        address_file.update(forwards.in_cluster, output)
+        print(f"wrote the clusters' own addresses to {output} again, in place of the forwarded ones")
 
 
 def _slurm(args: argparse.Namespace) -> int:

@@ -20,6 +20,9 @@ OWNER = "isaaclab-ray-workflow"
 KUBERAY_OWNER_LABEL = "app.kubernetes.io/managed-by"
 SLURM_OWNER_COMMENT = "isaaclab_ray_workflow"
 LOCAL_OWNER_FILE = ".isaaclab_ray_cluster"  # holds the name of the cluster the temp dir was made for
+# Whose a RayCluster (and a token Secret) of ours is: a label with the owner's id (``auth.Owner``), and their login.
+KUBERAY_OWNER_ID_LABEL = "isaaclab-ray/owner"
+KUBERAY_OWNER_LOGIN_ANNOTATION = "isaaclab-ray/owner-login"
 
 
 class ClusterNameError(UserError, ValueError):

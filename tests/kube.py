@@ -11,14 +11,13 @@ import k8s_harness
 import yaml
 from conftest import PROJECT_ROOT, wait_for
 
-from launch import KUBERAY_DEFAULTS
 from launch import main as launch_main
 from ray_workflow.grok import main as discovery_main
 from ray_workflow.hosts.kuberay import manifest as km
 from ray_workflow.names import KUBERAY_OWNER_LABEL, OWNER
 
 CRD = PROJECT_ROOT / "cluster_configs" / "kuberay_crd" / "ray.io_rayclusters.yaml"  # the bundled copy
-RAY_VERSION = KUBERAY_DEFAULTS["ray_version"]  # the Ray of this environment, pinned in pyproject.toml
+RAY_VERSION = km.PINNED_RAY  # the Ray pinned in pyproject.toml, which the Dockerfile installs
 OURS = {KUBERAY_OWNER_LABEL: OWNER}
 
 
@@ -117,12 +116,14 @@ def grok(*args):
 
 
 def head_endpoint(kube: Namespace, cluster: str) -> str:
-    """The dashboard address the head Service's EndpointSlice gives, as a job inside the cluster reaches it."""
+    """The head Service's dashboard address, as a job inside the cluster reaches it by DNS, once the Service routes
+    to a Ready head (its EndpointSlice says so)."""
+    service = kube.items("services", f"ray.io/cluster={cluster},ray.io/node-type=head")
+    (port,) = [port["port"] for svc in service for port in svc["spec"]["ports"] if port["name"] == "dashboard"]
     (endpoints,) = kube.items("endpointslices", f"kubernetes.io/service-name={cluster}-head-svc")
-    (port,) = [port["port"] for port in endpoints["ports"] if port["name"] == "dashboard"]
     (endpoint,) = endpoints["endpoints"]
     assert endpoint["conditions"]["ready"] is True
-    return f"http://{endpoint['addresses'][0]}:{port}"
+    return f"http://{cluster}-head-svc.{kube.name}.svc.cluster.local:{port}"
 
 
 def secret_token(kube: Namespace, name: str) -> str:

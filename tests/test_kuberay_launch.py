@@ -30,7 +30,7 @@ from launch import main as launch_main
 from ray_workflow import address_file, auth
 from ray_workflow.hosts.kuberay import manifest as km
 from ray_workflow.hosts.kuberay.clusters import default_auth_secret
-from ray_workflow.names import KUBERAY_OWNER_LABEL
+from ray_workflow.names import KUBERAY_OWNER_ID_LABEL, KUBERAY_OWNER_LABEL
 
 
 @pytest.mark.parametrize("host", ["google_cloud", "local"])
@@ -48,7 +48,7 @@ def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_no
     assert "validated against the cluster's rayclusters.ray.io CRD" in out
     clusters = kube.clusters()
     assert sorted(clusters) == SEED_NAMES
-    assert all(c["metadata"]["labels"] == OURS for c in clusters.values())
+    assert all(c["metadata"]["labels"] == {**OURS, KUBERAY_OWNER_ID_LABEL: auth.owner().id} for c in clusters.values())
     assert [c["spec"]["workerGroupSpecs"][0]["minReplicas"] for c in clusters.values()] == [1, 1, 1]
     # The operator makes a head and a worker per cluster; the scheduler puts GPU workers on the L4 nodes only
     # (node selector and toleration right) and heads on the CPU pool (the L4 nodes' taint keeps them off).
@@ -75,9 +75,9 @@ def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_no
     ]
     assert f"wrote 3 cluster address(es) to {addresses}" in out
     # The user's token in one Secret of ours, and every Ray container (autoscaler too) reads it from there.
-    secret_name = default_auth_secret()
+    secret_name = default_auth_secret(auth.owner())
     secret = json.loads(kube.kubectl("get", "secret", secret_name, "-o", "json"))
-    assert secret["metadata"]["labels"] == OURS
+    assert secret["metadata"]["labels"] == {**OURS, KUBERAY_OWNER_ID_LABEL: auth.owner().id}
     assert base64.b64decode(secret["data"]["auth_token"]).decode() == auth.user_token().value
     for pod in pods:
         for container in pod["spec"]["containers"]:
@@ -86,17 +86,31 @@ def test_seed_flags_make_clusters_the_kuberay_operator_runs_on_the_right_kube_no
             assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": "auth_token"}
 
 
-def test_launching_the_same_name_again_reconfigures_it_on_the_kube_api_and_another_name_adds(kube, capsys):
+def test_launching_the_same_name_again_says_what_restarts_and_another_name_adds(kube, capsys):
+    """A new image restarts the cluster's Pods, ending its jobs: refused until --restart, saying why; worker counts
+    alone restart nothing and leave the autoscaler's replicas as they are."""
     assert launch("--namespace", kube.name, "--image", "img:1", "--name", "tuner") == 0
-    assert launch("--namespace", kube.name, "--image", "img:2", "--name", "tuner", "--max_workers", "8") == 0
+    kube.kubectl("patch", "rayclusters.ray.io", "tuner", "--type=json",
+                 "-p", '[{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 3}]')  # fmt: skip
+    capsys.readouterr()
+    assert launch("--namespace", kube.name, "--image", "img:2", "--name", "tuner", "--max_workers", "8") == 2
+    err = capsys.readouterr().err
+    assert "re-applying RayCluster tuner in namespace" in err and "give --restart to go on" in err
+    assert "head: image img:1 -> img:2" in err and err.count("\n") == 1
+    assert kube.clusters()["tuner"]["metadata"]["generation"] == 2, "nothing applied (the patch was generation 2)"
+    assert launch("--namespace", kube.name, "--image", "img:1", "--name", "tuner", "--max_workers", "8") == 0
+    assert launch("--namespace", kube.name, "--image", "img:2", "--name", "tuner", "--max_workers", "8",
+                  "--restart") == 0  # fmt: skip
     assert launch("--namespace", kube.name, "--image", "img:1", "--name", "tuner-cnn", "--gpu_per_worker", "2") == 0
-    out = capsys.readouterr().out
-    assert "raycluster.ray.io/tuner configured" in out and "raycluster.ray.io/tuner-cnn created" in out
+    captured = capsys.readouterr()
+    assert "RayCluster tuner restarts its Pods: head: image img:1 -> img:2" in captured.err
+    assert "raycluster.ray.io/tuner configured" in captured.out
+    assert "raycluster.ray.io/tuner-cnn created" in captured.out
     clusters = kube.clusters()
     assert sorted(clusters) == ["tuner", "tuner-cnn"]
-    tuner = clusters["tuner"]
-    assert tuner["metadata"]["generation"] == 2 and tuner["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 8
-    assert tuner["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
+    group = clusters["tuner"]["spec"]["workerGroupSpecs"][0]
+    assert (group["maxReplicas"], group["replicas"]) == (8, 3), "the autoscaler's 3 workers stay"
+    assert clusters["tuner"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
     # The operator follows: the head it runs now is the new image's.
     wait_for(
         lambda: [
@@ -135,6 +149,10 @@ def test_several_worker_groups_from_flag_lists_reach_the_kube_api(kube):
         (["--max_workers", "1", "2", "3", "--min_workers", "0", "1"], "--min_workers has 2 values"),
         (["--ray_version", "latest"], "--ray_version 'latest'"),
         (["--image", "img", "--namespace", "My NS"], "--namespace 'My NS' is not a valid Kubernetes namespace"),
+        # KubeRay's own limits, which it would only record in a Warning event.
+        (["--name", "a" * 52, "--num_clusters", "3"], "is 54 characters; at most 53 fit KubeRay's RayCluster names"),
+        (["--image", "rayproject/ray:2.41.0"], "--ray_version 2.41.0: token authentication needs Ray 2.52 or newer"),
+        (["--worker_accelerator", "nvidia-l5"], "--worker_accelerator 'nvidia-l5' is not an accelerator"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_and_nothing_reaches_the_kube_api(kube, capsys, args, message):
@@ -155,10 +173,12 @@ def test_negative_or_non_numeric_resources_are_refused_before_the_kube_api(kube,
     assert kube.names("rayclusters.ray.io") == []
 
 
-def test_image_is_required_unless_dry_run_which_touches_no_kube_object(kube, capsys):
+def test_image_is_required_even_for_a_dry_run_which_touches_no_kube_object(kube, capsys):
     assert launch("--namespace", kube.name) == 2
     assert "--image is required" in capsys.readouterr().err
-    assert launch("--namespace", kube.name, "--dry_run", "--num_clusters", "2") == 0
+    assert launch("--namespace", kube.name, "--dry_run") == 2, "a placeholder image would print a manifest to copy"
+    assert "--image is required" in capsys.readouterr().err
+    assert launch("--namespace", kube.name, "--image", "img", "--dry_run", "--num_clusters", "2") == 0
     captured = capsys.readouterr()
     assert len(list(yaml.safe_load_all(captured.out))) == 2
     assert "nothing started" in captured.err
@@ -207,7 +227,7 @@ def test_down_deletes_only_our_kube_clusters_of_exactly_that_name_and_the_garbag
     wait_for(
         lambda: kube.names("services") == [f"{name}-head-svc" for name in left], 120, "the deleted clusters' services"
     )
-    assert default_auth_secret() in kube.names("secrets"), "other clusters still read their token from it"
+    assert default_auth_secret(auth.owner()) in kube.names("secrets"), "other clusters still read their token from it"
     assert launch_main(["--down", "--name", "tuner", "--namespace", kube.name]) == 0
     assert "no RayCluster of ours named 'tuner'" in capsys.readouterr().out
 
@@ -230,8 +250,8 @@ def test_status_lists_our_kube_clusters_and_why_a_head_waits(kube, capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert sorted(rows) == ["tuner-1", "tuner-2"]
     (head,) = kube.items("pods", "ray.io/cluster=tuner-1")
-    assert rows["tuner-1"].split()[1:] == ["ready", "head", head["status"]["podIP"]]
-    assert "Insufficient cpu" in rows["tuner-2"]
+    assert rows["tuner-1"].split()[1:] == ["ready", "head", f"{head['status']['podIP']},", "workers", "0/0", "ready"]
+    assert rows["tuner-2"].split()[1] == "starting" and "Insufficient cpu" in rows["tuner-2"]
 
 
 def test_launch_waits_only_for_the_kube_clusters_it_started(kube, tmp_path):
@@ -257,7 +277,7 @@ def test_ctrl_c_while_waiting_for_kube_heads_deletes_only_the_clusters_this_laun
     process = subprocess.Popen(
         [
             *(sys.executable, str(PROJECT_ROOT / "launch.py"), "--crd", str(CRD), "--namespace", kube.name),
-            *("--image", "img", "--name", "tuner", "--num_clusters", "3", "--num_head_cpu", "500"),
+            *("--image", "img", "--name", "tuner", "--num_clusters", "3", "--num_head_cpu", "500", "--restart"),
             *("--address_file", str(tmp_path / "ray_address")),
         ],
         stdout=subprocess.PIPE,
@@ -284,7 +304,7 @@ def test_ctrl_c_while_waiting_for_kube_heads_deletes_only_the_clusters_this_laun
 
 
 def test_kube_clusters_read_the_users_token_from_one_secret_that_down_removes_with_the_last_cluster(kube, capsys):
-    secret = default_auth_secret()
+    secret = default_auth_secret(auth.owner())
     assert launch("--namespace", kube.name, "--image", "img", "--name", "tuner", "--num_clusters", "2", *SMALL) == 0
     assert launch("--namespace", kube.name, "--image", "img", "--name", "other", *SMALL) == 0
     assert secret_token(kube, secret) == auth.user_token().value
@@ -328,7 +348,6 @@ def test_cluster_token_leaves_the_token_to_the_kuberay_operator_and_dry_run_neve
     capsys.readouterr()
     assert launch("--namespace", kube.name, "--image", "img", "--dry_run") == 0
     captured = capsys.readouterr()
-    assert (
-        f"secretName: {default_auth_secret()}" in captured.out and "holding your Ray token (not shown)" in captured.err
-    )
+    assert f"secretName: {default_auth_secret(auth.owner())}" in captured.out
+    assert "holding your Ray token (not shown)" in captured.err
     assert auth.user_token().value not in captured.out + captured.err

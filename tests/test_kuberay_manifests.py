@@ -17,7 +17,6 @@ from kube import (
     spec,
 )
 
-from launch import KUBERAY_DEFAULTS
 from launch import main as launch_main
 from ray_workflow.hosts.kuberay import crd_schema
 from ray_workflow.hosts.kuberay import manifest as km
@@ -103,6 +102,56 @@ def test_dashboard_stays_inside_the_cluster_and_nothing_outside_the_manifest_is_
     assert with_account["spec"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"] == "ray-sa"
 
 
+def test_the_heads_service_account_stays_the_heads_and_a_pull_secret_reaches_every_pod():
+    """KubeRay binds the autoscaler's rights (make and delete Pods) to the head's service account: workers get one
+    of their own, or the namespace's default."""
+    manifest = km.render(
+        spec(service_account_name="head-sa", worker_service_account_name="bucket-sa", image_pull_secret="registry")
+    )
+    head = manifest["spec"]["headGroupSpec"]["template"]["spec"]
+    (worker,) = [group["template"]["spec"] for group in manifest["spec"]["workerGroupSpecs"]]
+    assert head["serviceAccountName"] == "head-sa" and worker["serviceAccountName"] == "bucket-sa"
+    assert head["imagePullSecrets"] == worker["imagePullSecrets"] == [{"name": "registry"}]
+    assert "serviceAccountName" not in worker_pods(km.render(spec(service_account_name="head-sa")))[0]
+
+
+def test_the_autoscaler_is_v2_which_ray_2_60_runs_under_kuberay():
+    assert km.render(spec())["spec"]["autoscalerOptions"]["version"] == "v2"
+
+
+def test_groups_are_named_after_what_they_hold_and_only_gpu_groups_are_placed_on_an_accelerator():
+    groups = km.worker_groups(min_workers=[0], max_workers=[4, 2], gpu_per_worker=[1, 0], cpu_per_worker=[8],
+                              ram_gb_per_worker=[32], worker_accelerator=["nvidia-l4"])  # fmt: skip
+    gpu, cpu = km.render(spec(worker_groups=groups))["spec"]["workerGroupSpecs"]
+    assert (gpu["groupName"], cpu["groupName"]) == ("nvidia-l4-group-0", "cpu-group-1")
+    assert gpu["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert "nodeSelector" not in cpu["template"]["spec"]
+
+
+def test_an_accelerator_is_checked_against_what_gke_offers_and_anything_goes_on_local(capsys):
+    assert launch_main(["--dry_run", "--image", "img", "--worker_accelerator", "nvidia-tesla-a100"]) == 0
+    capsys.readouterr()
+    assert launch_main(["--dry_run", "--image", "img", "--worker_accelerator", "nvidia-l5"]) == 2
+    assert "'nvidia-l5' is not an accelerator --cluster_host google_cloud offers: one of" in capsys.readouterr().err
+    assert launch_main(["--dry_run", "--image", "img", "--cluster_host", "local", "--worker_accelerator", "x"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("image", "version"), [("rayproject/ray:2.54.1-py311-gpu", "2.54.1"), ("nvcr.io/nvidia/isaac-lab:2.3.0", None)]
+)
+def test_the_ray_version_follows_the_image_not_the_machine_that_launches(capsys, image, version):
+    """Ray's own images say their Ray in their tag; others are taken to be built by our Dockerfile, with our pin."""
+    assert launch_main(["--dry_run", "--image", image]) == 0
+    (manifest,) = yaml.safe_load_all(capsys.readouterr().out)
+    assert manifest["spec"]["rayVersion"] == (version or km.PINNED_RAY)
+
+
+def test_token_auth_with_a_ray_older_than_kuberay_takes_is_refused_and_without_tokens_is_not(capsys):
+    assert launch_main(["--dry_run", "--image", "rayproject/ray:2.41.0"]) == 2
+    assert "token authentication needs Ray 2.52 or newer" in capsys.readouterr().err
+    assert launch_main(["--dry_run", "--image", "rayproject/ray:2.41.0", "--no_auth"]) == 0
+
+
 @pytest.mark.parametrize(
     ("manifest_change", "message"),
     [
@@ -148,7 +197,7 @@ def test_a_template_of_the_users_own_that_fails_is_named_with_its_file_and_line(
 
 
 def test_output_naming_a_folder_is_refused_in_one_line(tmp_path, capsys):
-    assert launch_main(["--dry_run", "--output", str(tmp_path)]) == 2
+    assert launch_main(["--dry_run", "--image", "img", "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: --output {tmp_path}: is a folder, not a file\n"
 
 
@@ -175,7 +224,7 @@ def test_dockerfile_installs_the_pinned_ray_with_isaac_sims_python():
     assert re.search(r"^ARG ISAACLAB_BASE_IMAGE=isaac-lab-base:\S+$", dockerfile, flags=re.M)
     assert "FROM ${ISAACLAB_BASE_IMAGE}" in dockerfile
     pins = re.findall(r'"([\w\-\[\],]+==[\w.]+)"', dockerfile)
-    assert f"ray[default,tune]=={KUBERAY_DEFAULTS['ray_version']}" in pins
+    assert f"ray[default,tune]=={km.PINNED_RAY}" in pins
     for pin in pins:
         assert f'"{pin}"' in pyproject, f"the image's {pin} differs from the project's pin"
     assert "ENV ISAACLAB_PYTHON=/workspace/isaaclab/_isaac_sim/python.sh" in dockerfile
@@ -183,6 +232,7 @@ def test_dockerfile_installs_the_pinned_ray_with_isaac_sims_python():
     assert "wget" in dockerfile, "KubeRay's probes call wget"
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics" in dockerfile
     assert "/usr/local/nvidia/bin" in dockerfile, "GKE mounts nvidia-smi there"
+    assert "NVIDIA_VISIBLE_DEVICES" not in re.sub(r"#.*", "", dockerfile), "the device plugin says which GPUs to show"
 
 
 # A RayCluster in the shape of KubeRay's own samples (ray-cluster.sample.yaml): its worker group
@@ -252,12 +302,23 @@ def test_check_still_names_the_field_of_a_wrong_type_a_misspelling_or_a_missing_
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("a: [unclosed", "not valid YAML"), ("kind: Pod\n", "document 1 is not a RayCluster"), ("", "no YAML document")],
+    [
+        ("a: [unclosed", "not valid YAML"),
+        ("- a list\n", "document 1 is not a Kubernetes object"),
+        ("", "no YAML document"),
+    ],
 )
 def test_check_of_a_file_that_is_not_a_raycluster_manifest_exits_2(tmp_path, capsys, text, message):
     code, _ = check(tmp_path, text)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_check_passes_what_is_not_a_raycluster_through_saying_it_did_not_check_it(tmp_path, capsys):
+    code, path = check(tmp_path, "kind: ConfigMap\nmetadata: {name: ray-code}\n---\n" + SAMPLE_STYLE)
+    captured = capsys.readouterr()
+    assert code == 0 and f"{path}: ConfigMap ray-code: not checked" in captured.out
+    assert "1 of 1 RayCluster(s) valid" in captured.err and "1 other document(s) not checked" in captured.err
 
 
 def test_check_of_a_missing_file_exits_2(tmp_path, capsys):

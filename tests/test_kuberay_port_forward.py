@@ -4,13 +4,16 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
 import psutil
 from conftest import PROJECT_ROOT, wait_until_none
 from kube import (
+    CRD,
     SMALL,
+    head_endpoint,
     launch,
     running_pods,
     secret_token,
@@ -28,7 +31,7 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
     with the token of the cluster's Secret; the grok script forwards through the API server with real kubectl."""
     for name in ("tuner-1", "tuner-2"):
         assert launch("--namespace", kube.name, "--image", "img", "--name", name, *SMALL) == 0
-    assert secret_token(kube, default_auth_secret()) == auth.user_token().value  # the token ray_cluster runs with
+    assert secret_token(kube, default_auth_secret(auth.owner())) == auth.user_token().value  # ray_cluster's token
     target = ray_cluster.dashboard_url.removeprefix("http://")
     for pod in running_pods(kube, 2):
         kube.plane.forward_pod(kube.name, pod["metadata"]["name"], 8265, target)
@@ -86,6 +89,9 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
         os.killpg(process.pid, 2)
         assert process.wait(timeout=20) == 0
         assert wait_until_none(lambda: [p for p in forwarders if p.is_running() and p.status() != "zombie"], 10) == []
+        assert [c.dashboard_url for c in address_file.read(output)] == [
+            head_endpoint(kube, name) for name in ("tuner-1", "tuner-2")
+        ], "forwarded addresses go when forwarding stops, the clusters' own come back"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, 9)
@@ -93,3 +99,29 @@ def test_port_forward_reaches_a_real_ray_head_through_kube_and_multicluster_subm
         for forwarder in forwarders:  # each in its own process group, as the grok script starts them
             if forwarder.is_running():
                 forwarder.kill()
+
+
+def test_launch_can_forward_as_the_grok_script_does_until_ctrl_c_takes_the_forwards_away(kube, tmp_path):
+    addresses = tmp_path / "ray_address"
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "launch.py"), "--crd", str(CRD), "--namespace", kube.name, "--image", "img",
+         "--name", "fwd", *SMALL, "--port_forward", "--address_file", str(addresses)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if "Ctrl-C stops forwarding" in line:
+                break
+        (forwarded,) = address_file.read(addresses)  # in place of the in-cluster address, while forwarding
+        assert forwarded.name == "fwd" and forwarded.dashboard_url.startswith("http://127.0.0.1:")
+        os.killpg(process.pid, signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0 and "stopped forwarding" in out
+        assert address_file.read(addresses) == [address_file.ClusterAddress("fwd", head_endpoint(kube, "fwd"))]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -4,7 +4,10 @@
 
 import itertools
 import json
+import os
 
+import k8s_harness
+import pytest
 import yaml
 from kube import (
     Namespace,
@@ -15,6 +18,7 @@ from kube import (
     spec,
 )
 
+from launch import main as launch_main
 from ray_workflow.hosts.kuberay import crd_schema
 from ray_workflow.hosts.kuberay import manifest as km
 
@@ -106,3 +110,21 @@ def test_the_offline_check_and_the_kube_api_server_agree_on_kuberays_samples_our
     assert disagreements(kube, validator, {**samples, **ours, **mutated}) == []
     # Both sides refuse most of the mutations: the comparison is not one of two permissive checks.
     assert sum(bool(crd_schema.errors(validator, manifest)) for manifest in mutated.values()) >= 60
+
+
+def test_check_takes_every_sample_file_of_kuberay_with_what_stands_beside_its_rayclusters(capsys):
+    """KubeRay's samples hold ConfigMaps, Secrets, service accounts and Ingresses beside their RayClusters: --check
+    checks each RayCluster and passes the rest through, as kubectl apply would, saying it did not check them."""
+    bin_dir = k8s_harness.binaries()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Kubernetes tests: the binaries of make k8s are not built")
+        pytest.skip("KubeRay's samples come with `make k8s`, which has not run")
+    paths = sorted((bin_dir / "kuberay-samples").glob("ray-cluster*.yaml"))
+    mixed = []
+    for path in paths:
+        assert launch_main(["--check", str(path)]) == 0, capsys.readouterr()
+        out = capsys.readouterr().out
+        if "not checked" in out:
+            mixed.append(path.name)
+    assert len(paths) >= 30 and len(mixed) >= 5, mixed

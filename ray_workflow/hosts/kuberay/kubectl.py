@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from ray_workflow.errors import UserError, WorldError
+from ray_workflow.errors import UserError, WorldError, setting
 
 
 class KubectlError(WorldError, RuntimeError):
@@ -16,12 +16,13 @@ class KubectlError(WorldError, RuntimeError):
 
 
 class KubectlInputError(UserError, ValueError):
-    """kubectl refused what the user named: a context that does not exist."""
+    """kubectl refused what the user named: a context or a namespace that does not exist."""
 
 
 # klog's prefix on the lines kubectl logs before its own message ("E1206 05:00:00.123456   123 file.go:265] ...").
 _KLOG_LINE = re.compile(r"^[EWIF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]")
 _NO_CONTEXT = re.compile(r'context "[^"]*" (does not exist|not found)|no context exists with the name')
+_NO_NAMESPACE = re.compile(r'namespaces "(?P<name>[^"]+)" not found')
 
 
 def last_sentence(output: str) -> str:
@@ -61,6 +62,11 @@ class Kubectl:
             command = command if len(command) <= 100 else command[:97] + "..."
             if _NO_CONTEXT.search(said):
                 raise KubectlInputError(f"kubectl {command} failed: {said} (see `kubectl config get-contexts`)")
+            if missing := _NO_NAMESPACE.search(said):
+                raise KubectlInputError(
+                    f"kubectl {command} failed: {said} (create it with `kubectl create namespace {missing['name']}`, "
+                    f"or give another {setting('namespace')})"
+                )
             raise KubectlError(f"kubectl {command} failed: {said}")
         return result.stdout
 

@@ -18,11 +18,25 @@ import jinja2
 import yaml
 
 from ray_workflow import PROJECT_ROOT
+from ray_workflow.auth import Owner
 from ray_workflow.errors import UserError, setting
-from ray_workflow.names import KUBERAY_OWNER_LABEL, KUBERNETES, OWNER, check_cluster_name
+from ray_workflow.names import (
+    KUBERAY_OWNER_ID_LABEL,
+    KUBERAY_OWNER_LABEL,
+    KUBERAY_OWNER_LOGIN_ANNOTATION,
+    KUBERNETES,
+    OWNER,
+    check_cluster_name,
+)
 
 CLUSTER_CONFIGS = PROJECT_ROOT / "cluster_configs"
+# The Ray this project pins (pyproject.toml), which cluster_configs/Dockerfile installs in the image.
+PINNED_RAY = re.search(r'"ray\[[^]]*\]==([^"]+)"', (PROJECT_ROOT / "pyproject.toml").read_text())[1]
+# KubeRay gives containers a token only with Ray 2.52 or newer (it refuses token mode with an older rayVersion).
+TOKEN_AUTH_SINCE = (2, 52)
+_RAY_IMAGE_TAG = re.compile(r"(?:^|/)ray(?:-ml|-llm)?:(?P<version>\d+\.\d+\.\d+)")
 TEMPLATE_NAME = "kuberay.yaml.jinja"
+ACCELERATORS_FILE = "accelerators.txt"
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -52,11 +66,21 @@ class ClusterSpec:
     head_cpus: float
     head_ram_gb: float
     worker_groups: tuple[WorkerGroup, ...]
-    service_account_name: str | None = None
+    service_account_name: str | None = None  # the head's: KubeRay gives it the autoscaler's rights
+    worker_service_account_name: str | None = None  # the workers' (bucket access, say), without those rights
+    image_pull_secret: str | None = None
     storage_uri: str | None = None
     token_auth: bool = True
     # The Secret holding the user's Ray token that every Ray container reads; None: KubeRay makes one per cluster.
     auth_secret: str | None = None
+    owner: Owner | None = None  # who starts it: their id labels the cluster, their login annotates it
+
+
+def ray_version_of(image: str) -> str:
+    """The Ray in ``image``: the tag of Ray's own images (``rayproject/ray:2.60.0-py311``), else the project's pin,
+    which an image built from cluster_configs/Dockerfile holds; never the Ray of the machine that launches."""
+    match = _RAY_IMAGE_TAG.search(image)
+    return match["version"] if match else PINNED_RAY
 
 
 def worker_groups(**values: list) -> tuple[WorkerGroup, ...]:
@@ -77,12 +101,22 @@ def worker_groups(**values: list) -> tuple[WorkerGroup, ...]:
             gpus=expanded["gpu_per_worker"][i],
             cpus=expanded["cpu_per_worker"][i],
             ram_gb=expanded["ram_gb_per_worker"][i],
+            # A group without GPUs is placed on no accelerator, whatever the default accelerator is.
             accelerator=None
-            if expanded["worker_accelerator"][i] in ("", "none")
+            if expanded["worker_accelerator"][i] in ("", "none") or not expanded["gpu_per_worker"][i]
             else expanded["worker_accelerator"][i],
         )
         for i in range(count)
     )
+
+
+def accelerators(template: str, configs_dir: Path = CLUSTER_CONFIGS) -> list[str] | None:
+    """The accelerators a template's cloud offers (``cluster_configs/<template>/accelerators.txt``, one a line);
+    None where any will do (a cluster with the NVIDIA device plugin and no accelerator labels)."""
+    listing = configs_dir / template / ACCELERATORS_FILE
+    if not listing.is_file():
+        return None
+    return [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def available_hosts() -> list[str]:
@@ -90,7 +124,7 @@ def available_hosts() -> list[str]:
     return sorted(path.parent.name for path in CLUSTER_CONFIGS.glob(f"*/{TEMPLATE_NAME}"))
 
 
-def check_spec(spec: ClusterSpec) -> None:
+def check_spec(spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> None:
     check_cluster_name(spec.name, rule=KUBERNETES)
     if not _DNS_1123.match(spec.namespace) or len(spec.namespace) > 63:
         raise ManifestError(
@@ -102,12 +136,24 @@ def check_spec(spec: ClusterSpec) -> None:
         raise ManifestError(f"{setting('image')} {spec.image!r} is not an image reference")
     if not re.match(r"^\d+\.\d+\.\d+", spec.ray_version):
         raise ManifestError(f"{setting('ray_version')} {spec.ray_version!r}: expected a version such as 2.60.0")
+    if spec.token_auth and tuple(int(part) for part in spec.ray_version.split(".")[:2]) < TOKEN_AUTH_SINCE:
+        raise ManifestError(
+            f"{setting('ray_version')} {spec.ray_version}: token authentication needs Ray "
+            f"{'.'.join(map(str, TOKEN_AUTH_SINCE))} or newer (KubeRay refuses it otherwise): use an image with a "
+            f"newer Ray, or {setting('no_auth')}"
+        )
     if spec.head_cpus <= 0 or spec.head_ram_gb <= 0:
         raise ManifestError(f"{setting('head_cpus')} and {setting('head_ram_gb')} must be positive")
     if not spec.worker_groups:
         raise ManifestError("at least one worker group is needed")
+    offered = accelerators(spec.template, configs_dir)
     for index, group in enumerate(spec.worker_groups):
         where = f"worker group {index}"
+        if offered is not None and group.accelerator is not None and group.accelerator not in offered:
+            raise ManifestError(
+                f"{where}: {setting('accelerator')} {group.accelerator!r} is not an accelerator "
+                f"{setting('template')} {spec.template} offers: one of {', '.join(offered)}"
+            )
         if group.min_workers < 0 or group.max_workers < 0:
             raise ManifestError(f"{where}: {setting('min_workers')} and {setting('max_workers')} must not be negative")
         if group.min_workers > group.max_workers:
@@ -124,7 +170,8 @@ def check_spec(spec: ClusterSpec) -> None:
 
 def template_context(spec: ClusterSpec) -> dict[str, Any]:
     """What the templates see: names, resources in Kubernetes units, sizes derived from RAM."""
-    labels = {KUBERAY_OWNER_LABEL: OWNER}
+    labels = {KUBERAY_OWNER_LABEL: OWNER, **({KUBERAY_OWNER_ID_LABEL: spec.owner.id} if spec.owner else {})}
+    annotations = {KUBERAY_OWNER_LOGIN_ANNOTATION: spec.owner.login} if spec.owner else {}
 
     def memory(ram_gb: float) -> dict[str, Any]:
         # Ray's object store takes 30 % of a pod's memory; /dev/shm must hold it, and Isaac Sim needs room too.
@@ -136,7 +183,8 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
 
     groups = []
     for index, group in enumerate(spec.worker_groups):
-        label = (group.accelerator or ("gpu" if group.gpus else "cpu")).replace("_", "-").lower()
+        # Named after what its workers hold.
+        label = (group.accelerator or "gpu").replace("_", "-").lower() if group.gpus else "cpu"
         groups.append(
             {
                 "group_name": f"{label}-group-{index}"[:63],
@@ -154,9 +202,12 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
         "image": spec.image,
         "ray_version": spec.ray_version,
         "labels": labels,
+        "annotations": annotations,
         "head": {"cpus": f"{spec.head_cpus:g}", **memory(spec.head_ram_gb)},
         "worker_groups": groups,
         "service_account_name": spec.service_account_name,
+        "worker_service_account_name": spec.worker_service_account_name,
+        "image_pull_secret": spec.image_pull_secret,
         "storage_uri": spec.storage_uri,
         "auth_mode": "token" if spec.token_auth else "disabled",
         "auth_secret": spec.auth_secret if spec.token_auth else None,
@@ -182,7 +233,7 @@ def render(spec: ClusterSpec, configs_dir: Path = CLUSTER_CONFIGS) -> dict[str, 
     if spec.template not in [path.parent.name for path in configs_dir.glob(f"*/{TEMPLATE_NAME}")]:
         hosts = ", ".join(available_hosts()) if configs_dir == CLUSTER_CONFIGS else "see " + str(configs_dir)
         raise ManifestError(f"{setting('template')} {spec.template!r}: no {TEMPLATE_NAME} there; choose one of {hosts}")
-    check_spec(spec)
+    check_spec(spec, configs_dir)
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(template_path.parent), str(configs_dir)]),
         undefined=jinja2.StrictUndefined,
