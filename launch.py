@@ -139,38 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         "workers (KubeRay: one value per worker group, a single value applies to all; SLURM: one value, "
         "--max_workers worker nodes besides the head node, every node alike)"
     )
-    group.add_argument(
-        "--max_workers",
-        type=non_negative_int,
-        nargs="+",
-        default=[4],
-        help="KubeRay: the most workers the autoscaler may add to a group; SLURM: worker nodes (default 4 on both)",
-    )
-    group.add_argument(
-        "--gpu_per_worker",
-        type=non_negative_int,
-        nargs="+",
-        default=[1],
-        help="GPUs of each worker (SLURM: of every node, the head's too) (default 1 on both)",
-    )
-    group.add_argument(
-        "--cpu_per_worker",
-        type=non_negative_float,
-        nargs="+",
-        default=[8],
-        help="CPUs of each worker (SLURM: whole CPUs of every node) (default 8 on both)",
-    )
-    group.add_argument(
-        "--ram_gb_per_worker",
-        type=non_negative_float,
-        nargs="+",
-        default=[32],
-        help="memory of each worker in GB (SLURM: --mem of every node, which Ray is told of) (default 32 on both)",
-    )
+    for flag, kind, default, what in (
+        ("--max_workers", non_negative_int, 4, "KubeRay: the most workers the autoscaler may add to a group; SLURM: "
+         "worker nodes"),
+        ("--gpu_per_worker", non_negative_int, 1, "GPUs of each worker (SLURM: of every node, the head's too)"),
+        ("--cpu_per_worker", non_negative_float, 8, "CPUs of each worker (SLURM: whole CPUs of every node)"),
+        ("--ram_gb_per_worker", non_negative_float, 32, "memory of each worker in GB (SLURM: --mem of every node, "
+         "which Ray is told of)"),
+    ):  # fmt: skip
+        group.add_argument(flag, type=kind, nargs="+", default=[default], help=f"{what} (default {default} on both)")
 
     kuberay = parser.add_argument_group("KubeRay only")
     kuberay.add_argument("--namespace", help=f"default {KUBERAY_DEFAULTS['namespace']}")
-    kuberay.add_argument("--image", help="container image with Isaac Lab and Ray (required unless --dry_run)")
+    kuberay.add_argument("--image", help="container image with Isaac Lab and Ray (required)")
     kuberay.add_argument(
         "--min_workers", type=non_negative_int, nargs="+", help=f"default {KUBERAY_DEFAULTS['min_workers'][0]}"
     )

@@ -41,7 +41,6 @@ non_negative_int = _checked(lambda text: _whole(_number(text), text), 0, inclusi
 positive_int = _checked(lambda text: _whole(_number(text), text), 1, inclusive=True)
 
 
-
 def seed(text: str) -> int:
     """A searcher's seed: a whole number that numpy and Optuna take, 0 to 2**32 - 1."""
     value = _whole(_number(text), text)
