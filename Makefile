@@ -8,12 +8,12 @@ ISAACLAB_VENV := .venv-isaaclab
 ISAACLAB_INSTALLED := $(ISAACLAB_VENV)/.installed
 ISAACLAB_ENV := ISAACLAB=$(abspath $(ISAACLAB_VENV))/bin/isaaclab ISAACSIM_ASSET_ROOT=$(abspath $(ISAACLAB_VENV))/assets
 
-.PHONY: demo demo-isaaclab isaaclab slurm k8s test lint clean
+.PHONY: demo demo-isaaclab isaaclab slurm k8s emulators test lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet '.[trainer,tracking,dev]'
+	$(PY) -m pip install --quiet '.[trainer,tracking,buckets,dev]'
 	touch $(INSTALLED)
 
 $(ISAACLAB_INSTALLED): isaaclab3_cpu/requirements.txt isaaclab3_cpu/install.sh isaaclab3_cpu/prepare_assets.py
@@ -21,15 +21,18 @@ $(ISAACLAB_INSTALLED): isaaclab3_cpu/requirements.txt isaaclab3_cpu/install.sh i
 
 isaaclab: $(ISAACLAB_INSTALLED)
 
+# Each demo is a new sweep (the same sweep command run again would continue, or reprint, the last one).
+DEMO_NAME = cartpole_demo_$(shell date +%Y-%m-%d_%H-%M-%S)
 demo: $(INSTALLED)
 	$(PY) local_clusters.py run --name demo --num_cpus 2 -- \
-		$(PY) hyper_parameter_tuning/config/cartpole_sweep.py --ray_address auto --storage_path results
+		$(PY) hyper_parameter_tuning/config/cartpole_sweep.py --ray_address auto --storage_path results \
+		--name $(DEMO_NAME)
 
 demo-isaaclab: $(INSTALLED) $(ISAACLAB_INSTALLED)
 	$(ISAACLAB_ENV) ISAACLAB_NUM_ENVS=256 ISAACLAB_MAX_ITERATIONS=60 \
 	$(PY) local_clusters.py run --name demo-isaaclab --num_cpus 2 -- \
 		$(PY) hyper_parameter_tuning/config/isaaclab3_cartpole.py --ray_address auto --storage_path results \
-		--num_samples 4
+		--num_samples 4 --name isaaclab_$(DEMO_NAME)
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
@@ -51,7 +54,13 @@ k8s:
 	elif [ -n "$$CI" ]; then echo "make k8s: CI must run the Kubernetes tests, and Go 1.26 is not on PATH" >&2; exit 1; \
 	else echo "make k8s: needs Go 1.26 and the Go module proxy; the Kubernetes tests will be skipped"; fi
 
-test: lint slurm k8s $(ISAACLAB_INSTALLED)
+# A GCS emulator for the bucket tests (fake-gcs-server, from its Go module: emulators/build.sh); S3's is moto (dev extra).
+emulators:
+	@if command -v go >/dev/null; then emulators/build.sh >/dev/null; \
+	elif [ -n "$$CI" ]; then echo "make emulators: CI must run the bucket tests, and Go 1.26 is not on PATH" >&2; exit 1; \
+	else echo "make emulators: needs Go 1.26 and the Go module proxy; the GCS bucket tests will be skipped"; fi
+
+test: lint slurm k8s emulators $(ISAACLAB_INSTALLED)
 	$(PY) -m pytest
 
 clean:

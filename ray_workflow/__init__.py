@@ -12,6 +12,10 @@ from typing import TextIO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Every job multicluster_submit.py sends carries its cluster's name (from the address file): a sweep sent to several
+# clusters at once tells its experiment from the others' by it, and one sent again to the same cluster finds its own.
+CLUSTER_VARIABLE = "ISAACLAB_RAY_CLUSTER"
+
 # What every Ray node we start runs with, beyond its ports and token: no usage reports sent home.
 RAY_NODE_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -21,12 +25,14 @@ def cache_dir(*parts: str) -> Path:
     tokens, saved tracebacks, the Kubernetes binaries of ``make k8s`` (``k8s/build.sh`` follows the same rule)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "isaaclab_ray", *parts)
 
+
 # What stays behind when this folder is uploaded to a cluster as a job's or a sweep's working
 # dir: environments, results, logs and the GPU-check bundle (Ray honours .gitignore, not
 # .git/info/exclude, so these are named here too), and secrets a user may keep beside the
 # scripts: they must never reach a cluster that others can read.
 UPLOAD_EXCLUDES = [
     ".venv/",
+    "venv/",
     ".venv-isaaclab/",
     ".git/",
     "results/",
@@ -54,6 +60,16 @@ UPLOAD_EXCLUDES = [
     "*credentials*.json",
     ".git-credentials",
 ]
+
+
+def code_upload(working_dir: Path = PROJECT_ROOT) -> dict:
+    """The runtime env that ships ``working_dir`` to a cluster without what ``UPLOAD_EXCLUDES`` keeps back.
+
+    Ray's own default excludes (``.git``, ``.venv``, ``venv``, ``__pycache__``) are among ours: they are turned off
+    (unless the user set them) so that Ray packages by our list alone, instead of warning on every upload.
+    """
+    os.environ.setdefault("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")
+    return {"working_dir": str(working_dir), "excludes": UPLOAD_EXCLUDES}
 
 
 def log_progress_to(stream: TextIO) -> None:

@@ -26,12 +26,14 @@ from ray_workflow.sweeps.training_command import TrainingJob  # noqa: E402
 
 # The tests run with a home of their own, so that nothing they do reads or changes the user's: the address file,
 # the Ray token (where Ray's tools look: RAY_AUTH_TOKEN_PATH), the tokens kept per cluster, the clusters' state.
-# Warp's kernel cache stays the machine's (a cold one costs about 50 s a node), and so do the Kubernetes binaries.
+# Warp's kernel cache stays the machine's (a cold one costs about 50 s a node), and so do the Kubernetes binaries
+# and the emulators.
 # The folder goes when the run ends.
 AUTH_HOME = Path(tempfile.mkdtemp(prefix="pytest_ray_home_"))
 os.environ.setdefault("WARP_CACHE_PATH", str(Path.home() / ".cache" / "warp"))
 CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
 os.environ.setdefault("ISAACLAB_RAY_K8S_CACHE", str(CACHE_HOME / "isaaclab_ray" / "k8s"))  # k8s/build.sh's
+os.environ.setdefault("ISAACLAB_RAY_EMULATORS_CACHE", str(CACHE_HOME / "isaaclab_ray" / "emulators"))  # emulators/
 os.environ["HOME"] = str(AUTH_HOME)
 os.environ["RAY_AUTH_TOKEN_PATH"] = str(AUTH_HOME / ".ray" / "auth_token")
 os.environ["ISAACLAB_RAY_TOKEN_DIR"] = str(AUTH_HOME / "tokens")
@@ -173,18 +175,20 @@ def sweep_command(config: Path, address: str, storage: Path, name: str, *flags: 
     return [*command, "--name", name, *flags]
 
 
-def saved_sweep_state(experiment: Path) -> tuple[list[Path], list[Path]] | None:
-    """From Tune's own saved experiment state: the finished trials' folders and those of unfinished
-    trials with a checkpoint, once it records both (what a resume would start from); else None.
+def saved_sweep_state(experiment: Path | str, filesystem=None) -> tuple[list[Path], list[Path]] | None:
+    """From Tune's own saved experiment state (in a bucket: through ``filesystem``, a pyarrow filesystem): the
+    finished trials' folders and those of unfinished trials with a checkpoint, once it records both (what a resume
+    would start from); else None.
 
     A checkpoint folder on disk is not enough: Tune resumes from what its state file records.
     """
     from ray.tune import ExperimentAnalysis
 
     try:
-        trials = ExperimentAnalysis(str(experiment)).trials
+        trials = ExperimentAnalysis(str(experiment), storage_filesystem=filesystem).trials
     except Exception:  # no state written yet, or being replaced
         return None
+    experiment = Path(experiment)
     finished = [experiment / f"trial_{t.trial_id}" for t in trials if t.status == "TERMINATED"]
     checkpointed = [experiment / f"trial_{t.trial_id}" for t in trials if t.status != "TERMINATED" and t.checkpoint]
     return (finished, checkpointed) if finished and checkpointed else None

@@ -300,22 +300,25 @@ def test_numeric_tuner_flags_refuse_nan_infinity_and_nonsense_in_one_line():
         assert result.returncode == 2 and f"argument {flag}" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_two_sweeps_started_at_once_never_share_an_experiment_folder(ray_cluster, tmp_path):
+def test_sweeps_started_at_once_never_share_a_folder_and_the_same_command_run_again_continues_its_own(
+    ray_cluster, tmp_path
+):
     config = PROJECT_ROOT / "hyper_parameter_tuning" / "config" / "cartpole_sweep.py"
     flags = ["--num_samples", "1", "--searcher", "random", "--scheduler", "fifo", "--cpus_per_trial", "1"]
     env = {**os.environ, "CARTPOLE_MAX_ITERATIONS": "2"}
 
-    def together(*names: str | None) -> list[subprocess.CompletedProcess]:
+    def together(*extra: list[str]) -> list[subprocess.CompletedProcess]:
+        """The sweep with each of ``extra``'s flags, all started at once."""
         drivers = [
             subprocess.Popen(
                 [sys.executable, str(config), "--ray_address", ray_cluster.gcs_address]
-                + ["--storage_path", str(tmp_path), *flags, *(["--name", name] if name else [])],
+                + ["--storage_path", str(tmp_path), *flags, *more],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
             )
-            for name in names
+            for more in extra
         ]
         finished = []
         for driver in drivers:
@@ -323,19 +326,32 @@ def test_two_sweeps_started_at_once_never_share_an_experiment_folder(ray_cluster
             finished.append(subprocess.CompletedProcess(driver.args, driver.returncode, out, err))
         return finished
 
-    # Default names: each sweep its own folder, each results.csv its own one trial.
-    first, second = together(None, None)
-    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
-    folders = sorted(path.parent for path in tmp_path.glob("*/results.csv"))
-    assert len(folders) == 2
-    assert [len((folder / "results.csv").read_text().splitlines()) for folder in folders] == [2, 2]
+    # The same command twice at once is one sweep, run by one driver at a time: the second is refused while the
+    # first runs, or (if the first has ended by then) continues the finished sweep and runs nothing again.
+    first, second = together([], [])
+    for result in (first, second):
+        assert result.returncode == 0 or (
+            result.returncode == 2 and "is being run now by another driver" in result.stderr.strip().splitlines()[-1]
+        ), result.stderr[-2000:]
+    assert 0 in (first.returncode, second.returncode)
+    (folder,) = [path.parent for path in tmp_path.glob("*/results.csv")]
+    assert len((folder / "results.csv").read_text().splitlines()) == 2
+    (trial,) = folder.glob("trial_*")
+    kept = (trial / "result.json").read_bytes()
+    # Run again once it has ended: it continues that sweep (nothing runs again); another command is another sweep.
+    (again,) = together([])
+    assert again.returncode == 0 and f"Continuing {folder}" in again.stdout, again.stdout[-2000:]
+    assert list(folder.glob("trial_*")) == [trial] and (trial / "result.json").read_bytes() == kept
+    (other,) = together(["--seed", "7"])
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert len(list(tmp_path.glob("*/results.csv"))) == 2
 
-    # One name for both: exactly one runs, the other is refused before it writes anything.
-    results = together("shared", "shared")
+    # One name for two different sweeps: exactly one runs, the other is refused before it writes anything.
+    results = together(["--name", "shared", "--seed", "1"], ["--name", "shared", "--seed", "2"])
     assert sorted(result.returncode for result in results) == [0, 2], [r.stderr[-2000:] for r in results]
     (refused,) = [result for result in results if result.returncode == 2]
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"error: --name shared: {tmp_path / 'shared'} already holds a sweep; choose another --name, "
+        f"error: --name shared: {tmp_path / 'shared'} already holds another sweep; choose another --name, "
         "or --resume to continue it"
     )
     assert "Traceback" not in refused.stderr
@@ -367,9 +383,7 @@ def test_a_trial_no_node_can_hold_is_refused_in_one_line_before_the_sweep_writes
 def test_a_trial_actors_trials_start_from_its_warm_slot_and_report_what_fresh_trials_report(ray_driver, tmp_path):
     """One trial actor (trials need both CPUs, so they run one at a time): every trial forks from its slot, the
     first once the slot has imported; a sweep with --no_warm_start reports the same."""
-    sweep = scripted_sweep(
-        {"agent.quality": tune.grid_search([1.0, 2.0])}, iterations=6, seconds_per_iteration=0.2
-    )
+    sweep = scripted_sweep({"agent.quality": tune.grid_search([1.0, 2.0])}, iterations=6, seconds_per_iteration=0.2)
     sweep = dataclasses.replace(sweep, job=dataclasses.replace(sweep.job, warm_imports=("torch.utils.tensorboard",)))
     reports = {
         warm: run_sweep(sweep, settings(tmp_path / str(warm), cpus_per_trial=2, warm_start=warm))

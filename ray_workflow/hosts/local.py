@@ -10,6 +10,7 @@ still runs from that cluster's temp dir. ``LocalHost`` offers the verbs of every
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -64,6 +65,7 @@ class LocalCluster:
     head_address: str | None = None
     token_file: str | None = None
     node_ip: str = "127.0.0.1"
+    hidden: tuple[str, ...] = ()  # folders this node cannot see: a node that shares no disk with the others
 
     def port(self, service: str) -> int:
         return self.base_port + ray_ports.offset(service)
@@ -114,7 +116,15 @@ def start_command(cluster: LocalCluster) -> list[str]:
         command += ["--num-cpus", str(cluster.num_cpus)]
     if cluster.num_gpus is not None:
         command += ["--num-gpus", str(cluster.num_gpus)]
+    if cluster.hidden:
+        # A mount namespace of the node's own, where each hidden folder is an empty tmpfs (root only): on one
+        # machine, a node that sees none of the other nodes' files, as nodes that share no disk.
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _HIDE, "sh", *cluster.hidden, "--"]
+        command += start_command(dataclasses.replace(cluster, hidden=()))
     return command
+
+
+_HIDE = 'while [ "$1" != -- ]; do mount -t tmpfs -o size=1m hidden "$1" || exit 1; shift; done; shift; exec "$@"'
 
 
 def _token_of(cluster: LocalCluster) -> str | None:
@@ -191,6 +201,7 @@ def start(
     token_auth: bool = True,
     own_token: bool = False,
     node_ip: str = "127.0.0.1",
+    hidden: tuple[str, ...] = (),
 ) -> LocalCluster:
     """Start a head node named ``name`` and wait until it accepts jobs.
 
@@ -199,14 +210,15 @@ def start(
     head takes the user's Ray token (``auth.user_token``), or with ``own_token`` a new one of
     its own; either is kept for its addresses (``auth``), and a worker uses its head's.
     The node announces itself and serves its dashboard on ``node_ip``: the loopback address
-    unless the user names one that other machines can reach.
+    unless the user names one that other machines can reach. ``hidden`` folders are out of the
+    node's sight (see ``start_command``).
     """
     check_cluster_name(name)
     _check_node_ip(node_ip)
     _check_base_port(base_port)
-    if _state_path(state_dir, name).exists():
-        raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; end it first")
+    _replace_if_ended(name, state_dir)
     settings = _NodeSettings(
+        hidden=tuple(hidden),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         cuda_visible_devices=cuda_visible_devices,
@@ -243,6 +255,7 @@ class PortTaken(LocalClusterError):
 
 @dataclass(frozen=True, kw_only=True)
 class _NodeSettings:
+    hidden: tuple[str, ...]
     num_cpus: int | None
     num_gpus: int | None
     cuda_visible_devices: str | None
@@ -250,6 +263,18 @@ class _NodeSettings:
     token_auth: bool
     own_token: bool
     node_ip: str
+
+
+def _replace_if_ended(name: str, state_dir: Path) -> None:
+    """Refuse a name a running cluster has; a cluster of that name that has ended (killed, its machine restarted)
+    leaves only its record and files, which go, so that starting it again is one command."""
+    recorded = next((cluster for cluster in load_all(state_dir) if cluster.name == name), None)
+    if recorded is None and not _state_path(state_dir, name).exists():
+        return
+    if recorded is None or is_running(recorded):
+        raise LocalClusterError(f"a local cluster named {name!r} is already recorded in {state_dir}; end it first")
+    logger.info("%s: the cluster recorded under this name has ended; its record and files are replaced", name)
+    down(recorded, state_dir)
 
 
 def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Path, timeout_s: float) -> LocalCluster:
@@ -265,6 +290,7 @@ def _start_on(name: str, base_port: int, settings: _NodeSettings, state_dir: Pat
         num_gpus=settings.num_gpus,
         head_address=settings.head_address,
         node_ip=settings.node_ip,
+        hidden=settings.hidden,
     )
     head_address = settings.head_address
     try:
@@ -501,8 +527,8 @@ class LocalHost:
         return [Rendered(name, f"{name}: a Ray head on {spec.node_ip}, {ports}\n", spec) for name in names]
 
     def check(self, rendered: list[Rendered], offline: bool) -> str:
-        recorded = {cluster.name for cluster in load_all(self.state_dir)}
-        if clashing := [cluster.name for cluster in rendered if cluster.name in recorded]:
+        running = {cluster.name for cluster in load_all(self.state_dir) if is_running(cluster)}
+        if clashing := [cluster.name for cluster in rendered if cluster.name in running]:
             raise LocalClusterError(
                 f"a local cluster named {clashing[0]!r} is already recorded in {self.state_dir}; end it first"
             )

@@ -7,27 +7,31 @@ checkpoints, resume and tracking.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
-import secrets
 import time
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES
+from ray_workflow import CLUSTER_VARIABLE, code_upload
 from ray_workflow.cluster_check import largest_node
 from ray_workflow.connection import connect_driver
 from ray_workflow.errors import setting
 from ray_workflow.sweeps.report import SweepReport, write_report
+from ray_workflow.sweeps.storage import Storage, check_writable, claim, driving, open_storage
 from ray_workflow.sweeps.sweep import Sweep, SweepConfigError
 from ray_workflow.sweeps.trainable import CommandTrainable
 
@@ -194,43 +198,13 @@ def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
     )
 
 
-def resolve_storage(storage_path: str) -> str:
-    """Local paths become absolute (Tune needs that); URIs such as ``gs://`` pass through."""
-    if "://" in storage_path:
-        return storage_path
-    path = Path(storage_path).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise SweepConfigError(f"{setting('storage_path')} {storage_path}: is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SweepConfigError(
-            f"{setting('storage_path')} {storage_path}: cannot create it ({error.strerror})"
-        ) from None
-    return str(path)
-
-
-def claim_experiment(experiment: str, name: str) -> None:
-    """Make the experiment's folder, or refuse if it is there already: creating it is atomic, so of two sweeps
-    given one name and storage path at once, exactly one goes on. (A bucket has no such claim; names still differ.)"""
-    if "://" in experiment:
-        return
-    try:
-        os.mkdir(experiment)
-    except FileExistsError:
-        raise SweepConfigError(
-            f"{setting('name')} {name}: {experiment} already holds a sweep; choose another {setting('name')}, "
-            f"or {setting('resume')} to continue it"
-        ) from None
-
-
 def connect(address: str) -> None:
     """Connect to (or, with ``local``, start) a Ray cluster that can import this folder's code."""
     if ray.is_initialized():
         return
     # A job sent with `ray job submit --working-dir .` already ships this folder to every worker.
     in_job_with_code = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    runtime_env = None if in_job_with_code else {"working_dir": str(PROJECT_ROOT), "excludes": UPLOAD_EXCLUDES}
+    runtime_env = None if in_job_with_code else code_upload()
     options = {"runtime_env": runtime_env, "log_to_driver": False, "configure_logging": True}
     if address == "local":
         ray.init(**options, logging_level="WARNING")
@@ -322,23 +296,84 @@ class ProgressLog(tune.Callback):
 
 
 def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callback] | None = None) -> SweepReport:
-    """Run (or, with ``settings.resume``, continue) the sweep and write its report.
+    """Run the sweep, or continue it where an earlier run of the same command (or ``settings.resume``) left it,
+    and write its report.
 
     ``callbacks`` join the progress log (benchmarks use them to time results).
     """
     settings.validate()
-    param_space, search_alg = build_search(sweep, settings)
-    scheduler = build_scheduler(sweep, settings)
-    storage_path = resolve_storage(settings.storage_path)
-    # Two sweeps started in one second (one per cluster, say) must not share a folder: the default name cannot
-    # repeat, and a name another sweep already holds is refused unless resuming it.
-    name = settings.name or f"{sweep.name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
-    experiment = f"{storage_path.rstrip('/')}/{name}"
+    build_search(sweep, settings)  # a searcher or scheduler that cannot be built is refused before anything else
+    build_scheduler(sweep, settings)
+    storage = open_storage(settings.storage_path)
+    check_writable(storage)
+    identity = sweep_identity(sweep, settings)
+    # The same command names the same experiment: run again (after its head was lost, say), it continues there.
+    name = settings.name or f"{sweep.name}_{identity[:12]}"
+    experiment = storage.experiment(name)
     connect(settings.ray_address)
     if not settings.wait_for_autoscaling:
         refuse_trials_no_node_holds(settings)
-    if not settings.resume:
-        claim_experiment(experiment, name)
+    if settings.resume and not tune.Tuner.can_restore(experiment, storage_filesystem=storage.filesystem):
+        raise SweepConfigError(f"{setting('resume')}: no sweep to continue at {storage.shown(name)}")
+    continuing = settings.resume or claim(storage, name, identity, {"sweep": sweep.name})
+    with driving(storage, name):
+        # Asked once this driver holds the sweep: another may have saved it (or finished it) meanwhile.
+        restorable = continuing and tune.Tuner.can_restore(experiment, storage_filesystem=storage.filesystem)
+        results = _tuner(sweep, settings, storage, name, restorable, callbacks).fit()
+    if not storage.in_bucket:
+        return write_report(results, sweep, Path(experiment))
+    # From the bucket's data: here, where the driver runs, and beside the sweep in the bucket, which outlives it.
+    report = write_report(results, sweep, Path("results") / name)
+    for written in (report.csv_path, report.plot_path):
+        pyarrow.fs.copy_files(str(written), f"{experiment}/{written.name}", destination_filesystem=storage.filesystem)
+    return report
+
+
+# What a sweep is, beyond its config: a command differing in these is another sweep. (How it runs, such as the
+# cluster's address, trial timeouts or retries, may change between runs of one sweep.)
+IDENTITY_SETTINGS = ("num_samples", "searcher", "scheduler", "seed", "cpus_per_trial", "gpus_per_trial")
+
+
+def sweep_identity(sweep: Sweep, settings: TunerSettings) -> str:
+    """A digest of what the sweep asks for (its config and the flags in ``IDENTITY_SETTINGS``) and of the cluster
+    it was sent to by name: never of when it started, so that the same command run again finds its experiment."""
+    described = {
+        "sweep": _described(sweep),
+        "settings": {key: getattr(settings, key) for key in IDENTITY_SETTINGS},
+        "cluster": os.environ.get(CLUSTER_VARIABLE, ""),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _described(value: Any) -> Any:
+    """``value`` as plain data that is the same in every process: Tune's domains and samplers by their fields,
+    functions by name (their ``repr`` holds a memory address)."""
+    if isinstance(value, dict):
+        return {str(key): _described(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_described(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if dataclasses.is_dataclass(value):
+        fields_of = {field.name: _described(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        return {"@": type(value).__qualname__, **fields_of}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    if hasattr(value, "__dict__"):
+        return {"@": type(value).__qualname__, **{key: _described(item) for key, item in vars(value).items()}}
+    return repr(value)
+
+
+def _tuner(
+    sweep: Sweep,
+    settings: TunerSettings,
+    storage: Storage,
+    name: str,
+    restore: bool,
+    callbacks: list[tune.Callback] | None,
+) -> tune.Tuner:
+    """Ray Tune's tuner for the sweep: restored from the experiment's saved state, or new."""
+    param_space, search_alg = build_search(sweep, settings)
     trainable = tune.with_resources(
         tune.with_parameters(
             CommandTrainable,
@@ -350,55 +385,53 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    if settings.resume:
-        if not tune.Tuner.can_restore(experiment):
-            raise SweepConfigError(f"{setting('resume')}: no sweep to continue at {experiment}")
-        logger.info("Resuming %s: finished trials are kept, unfinished ones go on from their checkpoints", experiment)
-        tuner = tune.Tuner.restore(
-            experiment,
+    if restore:
+        logger.info(
+            "Continuing %s: finished trials are kept, unfinished ones go on from their checkpoints", storage.shown(name)
+        )
+        return tune.Tuner.restore(
+            storage.experiment(name),
             trainable,
+            storage_filesystem=storage.filesystem,
             param_space=param_space,
             resume_unfinished=True,
             resume_errored=settings.retry_errored,
             restart_errored=False,
         )
-    else:
-        checkpoints = sweep.job.checkpoints
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=sweep.metric,
-                mode=sweep.mode,
-                num_samples=settings.num_samples,
-                search_alg=search_alg,
-                scheduler=scheduler,
-                max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
-                trial_dirname_creator=trial_dirname,
-                # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
-                reuse_actors=True,
+    checkpoints = sweep.job.checkpoints
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            num_samples=settings.num_samples,
+            search_alg=search_alg,
+            scheduler=build_scheduler(sweep, settings),
+            max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
+            trial_dirname_creator=trial_dirname,
+            # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
+            callbacks=[
+                ProgressLog(sweep, settings.num_samples),
+                *tracking_callbacks(settings, name),
+                *(callbacks or []),
+            ],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=checkpoints.interval if checkpoints else 0,
+                # PBT restores trials from others' checkpoints, which must not be deleted too early.
+                num_to_keep=(4 if settings.scheduler == "pbt" else 2) if checkpoints else None,
+                checkpoint_at_end=False,
             ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage_path,
-                callbacks=[
-                    ProgressLog(sweep, settings.num_samples),
-                    *tracking_callbacks(settings, name),
-                    *(callbacks or []),
-                ],
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                checkpoint_config=tune.CheckpointConfig(
-                    checkpoint_frequency=checkpoints.interval if checkpoints else 0,
-                    # PBT restores trials from others' checkpoints, which must not be deleted too early.
-                    num_to_keep=(4 if settings.scheduler == "pbt" else 2) if checkpoints else None,
-                    checkpoint_at_end=False,
-                ),
-                # The trainer's output and TensorBoard files live in the trial's working directory,
-                # which Ray deletes with its session: copy them to the storage path.
-                sync_config=tune.SyncConfig(sync_artifacts=True),
-            ),
-        )
-    results = tuner.fit()
-    report_dir = Path(experiment) if "://" not in storage_path else Path("results") / name
-    return write_report(results, sweep, report_dir)
+            # The trainer's output and TensorBoard files live in the trial's working directory,
+            # which Ray deletes with its session: copy them to the storage path.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+        ),
+    )
