@@ -15,7 +15,7 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ray_workflow import PROJECT_ROOT, address_file, hosts, log_progress_to
-from ray_workflow.cli_types import positive_float
+from ray_workflow.cli_types import non_negative_int, positive_float
 from ray_workflow.errors import Interrupted, script_main
 from ray_workflow.multicluster import MultiClusterSubmitter, RunStatus, SubmissionError, SubmitOptions, assign
 
@@ -49,22 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--connect_timeout_s", type=positive_float, default=10.0, help="give up on silent clusters after this"
     )
+    parser.add_argument(
+        "--resubmit",
+        type=non_negative_int,
+        default=0,
+        help="send a job lost with its cluster again, up to this many times, once the cluster (started again under "
+        "its name) answers; a sweep sent again continues where it was (default 0)",
+    )
+    parser.add_argument(
+        "--resubmit_wait_s",
+        type=positive_float,
+        default=1800.0,
+        help="how long to wait each time for a lost cluster to answer again (default 1800)",
+    )
     return parser
 
 
-def results_table(runs: list) -> str:
+def results_table(runs: list, tries: int) -> str:
     rows = [
         [
             run.cluster_name,
             run.cluster.dashboard_url,
             run.job_id or "-",
-            run.status,
+            f"{run.status} (sent again)" if run.resubmitted else run.status,
+            f"{run.attempt} of {tries}",
             f"{run.duration_s:.1f} s" if run.duration_s is not None else "-",
             run.job,
         ]
         for run in runs
     ]
-    return tabulate(rows, headers=["cluster", "address", "job id", "status", "duration", "job"], tablefmt="github")
+    headers = ["cluster", "address", "job id", "status", "try", "duration", "job"]
+    return tabulate(rows, headers=headers, tablefmt="github")
 
 
 @script_main
@@ -78,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         queue=args.queue,
         wait=not args.no_wait,
         connect_timeout_s=args.connect_timeout_s,
+        resubmit=args.resubmit,
+        resubmit_wait_s=args.resubmit_wait_s,
+        address_file=args.address_file,
     )
     plan = assign(args.jobs, clusters, args.queue)
     if not args.working_dir.is_dir():
@@ -93,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         stopped = submitter.stop_submitted()
         jobs = ", ".join(f"{run.job_id} on {run.cluster_name}" for run in stopped)
         raise Interrupted(f"stopped {len(stopped)} submitted job(s){': ' if jobs else ''}{jobs}") from None
-    order = {cluster.dashboard_url: index for index, cluster in enumerate(clusters)}
-    runs.sort(key=lambda run: order.get(run.cluster.dashboard_url, len(order)))
+    order = {cluster.name or cluster.dashboard_url: index for index, cluster in enumerate(clusters)}
+    runs.sort(key=lambda run: order.get(run.cluster_name, len(order)))  # a cluster started again has a new address
     print()
-    print(results_table(runs))
+    print(results_table(runs, args.resubmit + 1))
     if args.no_wait:
         return 0 if all(run.job_id for run in runs) else 1
-    if any(run.status == RunStatus.CLUSTER_LOST for run in runs):
+    if any(run.status == RunStatus.CLUSTER_LOST and not run.resubmitted for run in runs):
         hosts.drop_gone(args.address_file)  # the address file keeps only clusters that are still there
     failed = [run for run in runs if run.failed]
     for run in failed:

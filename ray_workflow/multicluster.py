@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from ray_workflow import PROJECT_ROOT, UPLOAD_EXCLUDES, auth, hosts
+from ray_workflow import CLUSTER_VARIABLE, PROJECT_ROOT, address_file, auth, code_upload, hosts
 from ray_workflow.address_file import ClusterAddress, redact
 from ray_workflow.connection import drop_address_overrides
 from ray_workflow.errors import UserError, WorkflowError, setting
@@ -33,6 +33,7 @@ from ray_workflow.errors import UserError, WorkflowError, setting
 logger = logging.getLogger(__name__)
 STATUS_POLL_S = 0.25
 LOST_SETTLE_S = 30.0  # how long a host may take to see that a cluster which stopped answering has ended
+ANSWER_POLL_S = 2.0  # how often a lost cluster is asked whether it answers again
 
 
 class RunStatus(str, Enum):
@@ -76,6 +77,8 @@ class JobRun:
     started: float | None = None
     ended: float | None = None
     error: str | None = None
+    attempt: int = 1
+    resubmitted: bool = False  # lost with its cluster, and sent again once the cluster answered
 
     @property
     def cluster_name(self) -> str:
@@ -87,7 +90,7 @@ class JobRun:
 
     @property
     def failed(self) -> bool:
-        return self.status != RunStatus.SUCCEEDED
+        return self.status != RunStatus.SUCCEEDED and not self.resubmitted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +101,9 @@ class SubmitOptions:
     queue: bool = False
     wait: bool = True
     connect_timeout_s: float = 10.0
+    resubmit: int = 0  # times a job lost with its cluster is sent again once the cluster answers
+    resubmit_wait_s: float = 1800.0  # how long a lost cluster is waited for, each time
+    address_file: Path | None = None  # where a cluster started again has its new address
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,10 +201,9 @@ class MultiClusterSubmitter:
     def _entrypoint(self, job: str) -> str:
         return f"{shlex.quote(self.options.python)} {job}"
 
-    def _runtime_env(self) -> dict:
-        env = {"working_dir": str(self.options.working_dir), "excludes": UPLOAD_EXCLUDES}
-        if self.options.env:
-            env["env_vars"] = dict(self.options.env)
+    def _runtime_env(self, cluster: ClusterAddress) -> dict:
+        env = code_upload(self.options.working_dir)
+        env["env_vars"] = {**({CLUSTER_VARIABLE: cluster.name} if cluster.name else {}), **self.options.env}
         return env
 
     async def _run(self, plan: Plan) -> list[JobRun]:
@@ -219,7 +224,8 @@ class MultiClusterSubmitter:
         return self.runs
 
     async def _cluster(self, cluster: ClusterAddress, job: str, queued: asyncio.Queue[str]) -> None:
-        """One cluster's jobs, once it answers: its first, then (with a queue) whatever is left when it is free."""
+        """One cluster's jobs, once it answers: its first, then (with a queue) whatever is left when it is free; a
+        job lost with its cluster is sent again when the cluster answers again, up to ``resubmit`` times."""
         if problem := await asyncio.to_thread(why_not_ready, cluster, self.options.connect_timeout_s):
             status, reason = problem
             if status == RunStatus.UNREACHABLE and (why := await asyncio.to_thread(why_ended, cluster)):
@@ -227,38 +233,68 @@ class MultiClusterSubmitter:
             self._say(cluster.name or cluster.dashboard_url, reason)
             self.runs.append(JobRun(cluster=cluster, job=job, status=status, error=reason))
             return
-        try:
-            client = await asyncio.to_thread(
-                JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
-            )
-        except Exception as error:  # reported per cluster; the other clusters go on
-            self.runs.append(JobRun(cluster=cluster, job=job, status=RunStatus.UNREACHABLE, error=str(error)))
-            return
-        self._clients[cluster.dashboard_url] = client
         next_job: str | None = job
+        attempt = 1
         while next_job is not None:
-            run = JobRun(cluster=cluster, job=next_job)
+            try:
+                client = await asyncio.to_thread(
+                    JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
+                )
+            except Exception as error:  # reported per cluster; the other clusters go on
+                self.runs.append(JobRun(cluster=cluster, job=next_job, status=RunStatus.UNREACHABLE, error=str(error)))
+                return
+            self._clients[cluster.dashboard_url] = client
+            run = JobRun(cluster=cluster, job=next_job, attempt=attempt)
             self.runs.append(run)
             try:
                 await self._run_one(client, run)
             except Exception as error:  # one failed job must not stop the others
                 run.ended = time.monotonic()
-                if run.job_id is not None:
-                    # Submitted, then the cluster stopped answering: it ended (a SLURM time limit, say) or was lost,
-                    # and takes no more jobs.
+                if run.job_id is None:
+                    run.status, run.error = RunStatus.SUBMIT_FAILED, str(error)
+                    self._say(run.cluster_name, f"submission failed: {error}")
+                else:
+                    # Submitted, then the cluster stopped answering: it ended (a SLURM time limit, say) or was lost.
                     why = await asyncio.to_thread(why_ended, cluster, LOST_SETTLE_S)
                     run.status = RunStatus.CLUSTER_LOST
                     run.error = f"cluster {run.cluster_name} ended: {why or f'it stopped answering ({error})'}"
                     self._say(run.cluster_name, run.error)
-                    return
-                run.status, run.error = RunStatus.SUBMIT_FAILED, str(error)
-                self._say(run.cluster_name, f"submission failed: {error}")
+                    if attempt > self.options.resubmit or not (back := await self._answering_again(run)):
+                        return
+                    cluster, run.resubmitted, attempt = back, True, attempt + 1
+                    continue
+            attempt = 1
             next_job = queued.get_nowait() if self.options.queue and not queued.empty() else None
+
+    async def _answering_again(self, run: JobRun) -> ClusterAddress | None:
+        """The lost cluster, once it answers again (started again under its name: its new address from the address
+        file), or None after ``resubmit_wait_s``."""
+        name = run.cluster_name
+        self._say(name, f"waiting up to {self.options.resubmit_wait_s:g} s for {name} to answer again, to send "
+                        f"the job again (try {run.attempt + 1} of {self.options.resubmit + 1})")  # fmt: skip
+        deadline = time.monotonic() + self.options.resubmit_wait_s
+        while time.monotonic() < deadline:
+            candidate = await asyncio.to_thread(self._listed_as, run.cluster)
+            if not await asyncio.to_thread(why_not_ready, candidate, self.options.connect_timeout_s):
+                return candidate
+            await asyncio.sleep(ANSWER_POLL_S)
+        self._say(name, f"{name} did not answer again within {self.options.resubmit_wait_s:g} s")
+        return None
+
+    def _listed_as(self, cluster: ClusterAddress) -> ClusterAddress:
+        """The address file's block for the cluster (its name on its host) now, or the cluster as it was."""
+        if self.options.address_file is None or not cluster.name:
+            return cluster
+        try:
+            blocks = address_file.read(self.options.address_file)
+        except (WorkflowError, OSError):  # being rewritten, or gone for a moment
+            return cluster
+        return next((block for block in blocks if (block.name, block.host) == (cluster.name, cluster.host)), cluster)
 
     async def _run_one(self, client: JobSubmissionClient, run: JobRun) -> None:
         run.started = time.monotonic()
         run.job_id = await asyncio.to_thread(
-            client.submit_job, entrypoint=self._entrypoint(run.job), runtime_env=self._runtime_env()
+            client.submit_job, entrypoint=self._entrypoint(run.job), runtime_env=self._runtime_env(run.cluster)
         )
         run.status = RunStatus.RUNNING
         self._say(run.cluster_name, f"submitted {run.job_id}: {self._entrypoint(run.job)}")

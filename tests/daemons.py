@@ -78,3 +78,26 @@ class Daemons:
             end_process_group(process.pid, grace_s, reap=process.poll)
             process.wait(timeout=30)
         self.processes.clear()
+
+
+def lose_head(head: Any) -> None:
+    """A local cluster's head (a ``LocalCluster``) lost as its machine would be: its processes, and the drivers of
+    its running jobs (Ray starts each in a session of its own, so they would outlive a killed group), end at once.
+    The drivers are the ones the cluster's job list names, by pid."""
+    import signal
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from ray_workflow import auth
+
+    client = JobSubmissionClient(head.dashboard_url, headers=auth.http_headers(head.dashboard_url))
+    jobs = client.list_jobs()
+    drivers = [int(job.driver_info.pid) for job in jobs if job.status == JobStatus.RUNNING and job.driver_info]
+    os.killpg(head.pgid, signal.SIGKILL)
+    for pid in drivers:
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:  # it ended with the head
+            continue
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)

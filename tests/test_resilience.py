@@ -5,13 +5,16 @@ real Ray Tune, real CartPole training with the trainer's own checkpoints.
 """
 
 import csv
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, sweep_command, wait_for, wait_until_gone
+from daemons import lose_head
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
@@ -110,8 +113,6 @@ def test_trial_on_a_lost_node_is_retried_from_its_checkpoint_and_the_sweep_compl
         return trial if list((storage / name / trial).glob("checkpoint_*")) else None
 
     trial = wait_for(trainer_on_worker_with_checkpoint, 180, "a trial on the worker node with a checkpoint")
-    import os
-
     os.killpg(worker.pgid, signal.SIGKILL)
     lc.down(worker, state_dir)
     assert wait_until_gone(worker.temp_dir, timeout_s=30) == [], "no process of the dead node's trial may remain"
@@ -255,3 +256,53 @@ def test_mlflow_gets_every_trials_parameters_and_metrics(ray_driver, tmp_path):
     assert runs["metrics.Train/mean_reward"].notna().all()
     event_dirs = {p.parent.parent.name for p in (tmp_path / "storage" / "tracked").glob("trial_*/tensorboard/events.*")}
     assert event_dirs == {f"trial_{t.trial_id}" for t in report.trials}, "one TensorBoard folder shows every trial"
+
+
+def test_a_sweep_whose_head_is_killed_is_sent_again_once_its_cluster_is_back_and_continues_where_it_was(tmp_path):
+    """No person in the loop: multicluster_submit.py --resubmit waits for the cluster to answer again under its
+    name (started again with the same command), sends the same job, and the same sweep command continues its
+    experiment: finished trials kept, the unfinished one from its checkpoint, the lost driver's lease taken over."""
+    state, addresses = tmp_path / "state", tmp_path / "ray_address"
+    cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state)]
+    up = [*cli, "up", "1", "--name", "again", "--num_cpus", "1", "--output", str(addresses)]
+    started = subprocess.run(up, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr
+    config = write_config(tmp_path, iterations=40, interval=10, grid=[0.0, 0.001])
+    storage = tmp_path / "storage"
+    job = f"{config} --storage_path {storage} {' '.join(ONE_BY_ONE)} --max_concurrent_trials 1"
+    submit = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+        + ["--resubmit", "1", "--resubmit_wait_s", "300", job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        experiment = wait_for(lambda: next(storage.glob("cartpole_ppo_*"), None), 120, "the sweep's experiment")
+        finished, checkpointed = wait_for(lambda: saved_sweep_state(experiment), 240, "a finished and a saved trial")
+        kept = {trial: (trial / "result.json").read_bytes() for trial in finished}
+        (head,) = lc.load_all(state)
+        lose_head(head)  # the head's machine is lost: the sweep's driver goes with it
+        assert wait_until_gone(head.temp_dir, timeout_s=30) == []
+
+        again = subprocess.run(up, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        output, _ = submit.communicate(timeout=600)
+        assert submit.returncode == 0, output[-4000:]
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+            submit.wait()
+        subprocess.run([*cli, "down", "--output", str(addresses)], capture_output=True, timeout=120)
+    table = [line for line in output.splitlines() if line.startswith("| again ")]
+    assert len(table) == 2 and "CLUSTER_LOST (sent again)" in table[0] and "| 1 of 2" in table[0], output[-4000:]
+    assert "SUCCEEDED" in table[1] and "| 2 of 2" in table[1], table
+    rows = results_by_trial(experiment)
+    assert len(rows) == 2 and {row["status"] for row in rows.values()} == {"FINISHED"}, rows
+    assert {row["iterations"] for row in rows.values()} == {"40"}
+    for trial, result in kept.items():
+        assert (trial / "result.json").read_bytes() == result, f"{trial.name} was run again"
+    for trial in checkpointed:
+        assert "Resuming from checkpoint" in (trial / "training_output.log").read_text()
+    assert "taking over" in output, "the lost driver's lease was taken over"

@@ -20,9 +20,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, processes_mentioning, wait_for, wait_until_none
+from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_for, wait_until_none
 from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
+from test_resilience import ONE_BY_ONE, results_by_trial, write_config
 
 from ray_workflow import address_file, auth, ray_ports
 from ray_workflow.hosts.slurm import script as slurm
@@ -671,3 +672,59 @@ def test_a_partly_ready_launch_writes_the_ready_clusters_and_names_the_one_that_
         assert "quota exceeded" in error
     finally:
         launch(env, tmp_path, "--down", "--name", "part", "--state_dir", str(state))
+
+
+def test_a_sweep_on_a_cancelled_cluster_is_sent_again_when_it_is_launched_again_and_continues(
+    env, tmp_path, slurm_cluster
+):
+    """SLURM ends the cluster mid-sweep (a preemption, a cancel); the same launch line starts it again, and
+    multicluster_submit.py --resubmit sends the same sweep, which continues its experiment on the shared disk."""
+    state, addresses, storage = tmp_path / "state", tmp_path / "ray_address", tmp_path / "storage"
+    flags = [*NODES, "--time", "15", "--name", "preempted", "--max_workers", "0"]
+    flags += ["--state_dir", str(state), "--address_file", str(addresses)]
+    started = launch(env, tmp_path, *flags)
+    assert started.returncode == 0, started.stderr
+    first_job = json.loads((state / "preempted.json").read_text())["job_id"]
+    config = write_config(tmp_path, iterations=30, interval=10, grid=[0.0, 0.001])
+    job = f"{config} --storage_path {storage} {' '.join(ONE_BY_ONE)}"
+    said = tmp_path / "multicluster.log"
+    with said.open("w") as log:
+        submit = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses)]
+            + ["--resubmit", "1", "--resubmit_wait_s", "300", job],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    second_job = None
+    try:
+        experiment = wait_for(lambda: next(storage.glob("cartpole_ppo_*"), None), 120, "the sweep's experiment")
+        finished, checkpointed = wait_for(lambda: saved_sweep_state(experiment), 300, "a finished and a saved trial")
+        kept = {trial: (trial / "result.json").read_bytes() for trial in finished}
+        slurm_cluster.run("scancel", first_job)
+        wait_for(lambda: slurm_cluster.job_state(first_job) == "CANCELLED", 60, "SLURM to cancel the job")
+        assert wait_until_none(lambda: ray_processes(first_job), 60) == []
+        # Launched again once the loss is known (as a person or a scheduler would): SLURM's word on the lost one.
+        wait_for(lambda: "to answer again" in said.read_text(), 120, "multicluster_submit.py to see the loss")
+        assert "cluster preempted ended: SLURM CANCELLED" in said.read_text(), said.read_text()[-4000:]
+        again = launch(env, tmp_path, *flags)
+        assert again.returncode == 0, again.stderr
+        second_job = json.loads((state / "preempted.json").read_text())["job_id"]
+        submit.wait(timeout=600)
+        output = said.read_text()
+        assert submit.returncode == 0, output[-4000:]
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+            submit.wait()
+        launch(env, tmp_path, "--down", "--name", "preempted", "--state_dir", str(state))
+    table = [line for line in output.splitlines() if line.startswith("| preempted")]
+    assert "CLUSTER_LOST (sent again)" in table[0] and "SUCCEEDED" in table[1] and "| 2 of 2" in table[1], table
+    rows = results_by_trial(experiment)
+    assert {row["status"] for row in rows.values()} == {"FINISHED"} and len(rows) == 2, rows
+    for trial, result in kept.items():
+        assert (trial / "result.json").read_bytes() == result, f"{trial.name} was run again"
+    for trial in checkpointed:
+        assert "Resuming from checkpoint" in (trial / "training_output.log").read_text()
+    assert second_job != first_job and {first_job, second_job}.isdisjoint(slurm_cluster.job_ids())
