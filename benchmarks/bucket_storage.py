@@ -36,35 +36,11 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))
 
 import pyarrow.fs  # noqa: E402
 from buckets import BucketsForTests, missing  # noqa: E402
+from cartpole_configs import ONE_BY_ONE, write_config  # noqa: E402
 from daemons import lose_head  # noqa: E402
 
 from ray_workflow import auth  # noqa: E402
 from ray_workflow.hosts import local as lc  # noqa: E402
-
-SWEEP_CONFIG = """\
-import dataclasses, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {root!r} + "/hyper_parameter_tuning/config")
-from ray import tune
-from cartpole_sweep import SWEEP as CARTPOLE
-from ray_workflow.sweeps.cli import main
-from ray_workflow.sweeps.training_command import TrainerCheckpoints
-
-SWEEP = dataclasses.replace(
-    CARTPOLE,
-    job=dataclasses.replace(
-        CARTPOLE.job,
-        command=(*CARTPOLE.job.command, "--max_iterations", "{iterations}"),
-        checkpoints=TrainerCheckpoints("checkpoint_*.zip", {interval}, ("--checkpoint_interval", "{{interval}}")),
-    ),
-    search_space={{"agent.ent_coef": tune.grid_search({grid})}},
-    max_iterations={iterations},
-    grace_period=1,
-)
-if __name__ == "__main__":
-    sys.exit(main(sweep=SWEEP))
-"""
-ONE_BY_ONE = ["--searcher", "grid", "--scheduler", "fifo", "--num_samples", "1", "--trial_timeout_s", "300"]
 
 
 def stores(buckets: BucketsForTests, folder: Path) -> dict[str, str]:
@@ -119,9 +95,7 @@ def trial_seconds(buckets: BucketsForTests, experiment: str) -> list[float]:
 
 
 def sweep_part(buckets: BucketsForTests, cluster: lc.LocalCluster, env: dict[str, str], work: Path) -> None:
-    config = work / "sweep_config.py"
-    config.write_text(SWEEP_CONFIG.format(root=str(PROJECT_ROOT), iterations=20, interval=5,
-                                          grid=[0.0, 0.001, 0.005, 0.01]))  # fmt: skip
+    config = write_config(work, iterations=20, interval=5, grid=[0.0, 0.001, 0.005, 0.01])
     rows = []
     checkpoint = None
     for kind, storage in stores(buckets, work).items():
@@ -186,8 +160,8 @@ def lost_head_part(work: Path) -> None:
     cli = [sys.executable, str(PROJECT_ROOT / "local_clusters.py"), "--state_dir", str(state)]
     up = [*cli, "up", "1", "--name", "lost", "--num_cpus", "2", "--output", str(addresses)]
     subprocess.run(up, check=True, capture_output=True, timeout=180)
-    config = work / "lost_config.py"
-    config.write_text(SWEEP_CONFIG.format(root=str(PROJECT_ROOT), iterations=60, interval=5, grid=[0.0, 0.001]))
+    (work / "lost").mkdir()
+    config = write_config(work / "lost", iterations=60, interval=5, grid=[0.0, 0.001])
     job = f"{config} --storage_path {storage} {' '.join(ONE_BY_ONE)}"
     submit = subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "multicluster_submit.py"), "--address_file", str(addresses),

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from buckets import GUARDED_BUCKET, BucketsForTests, missing
+from cartpole_configs import CONFIG, ONE_BY_ONE, write_config
 from conftest import PROJECT_ROOT, saved_sweep_state, wait_for, wait_until_gone
 from ray.job_submission import JobSubmissionClient
-from test_resilience import CONFIG, ONE_BY_ONE, write_config
 
 from ray_workflow import auth
 from ray_workflow.hosts import local as lc

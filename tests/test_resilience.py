@@ -13,51 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from cartpole_configs import ONE_BY_ONE, results_by_trial, write_config
 from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, sweep_command, wait_for, wait_until_gone
 from daemons import lose_head
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow.hosts import local as lc
-
-CONFIG = """\
-import dataclasses, sys
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {root!r} + "/hyper_parameter_tuning/config")
-from ray import tune
-from cartpole_sweep import SWEEP as CARTPOLE
-from ray_workflow.sweeps.cli import main
-from ray_workflow.sweeps.training_command import TrainerCheckpoints
-
-SWEEP = dataclasses.replace(
-    CARTPOLE,
-    job=dataclasses.replace(
-        CARTPOLE.job,
-        command=(*CARTPOLE.job.command, "--max_iterations", "{iterations}"),
-        checkpoints=TrainerCheckpoints("checkpoint_*.zip", {interval}, ("--checkpoint_interval", "{{interval}}")),
-    ),
-    search_space={{"agent.ent_coef": tune.grid_search({grid})}},
-    max_iterations={iterations},
-    grace_period=1,
-)
-if __name__ == "__main__":
-    sys.exit(main(sweep=SWEEP))
-"""
-
-
-def write_config(tmp_path: Path, iterations: int, interval: int, grid: list[float]) -> Path:
-    path = tmp_path / "sweep_config.py"
-    path.write_text(CONFIG.format(root=str(PROJECT_ROOT), iterations=iterations, interval=interval, grid=grid))
-    return path
-
-
-# Each grid point once, in grid order, with no early stopping.
-ONE_BY_ONE = ("--searcher", "grid", "--scheduler", "fifo", "--num_samples", "1", "--trial_timeout_s", "120")
-
-
-def results_by_trial(experiment: Path) -> dict[str, dict]:
-    with open(experiment / "results.csv") as handle:
-        return {row["trial_id"]: row for row in csv.DictReader(handle)}
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cartpole_configs import ONE_BY_ONE, results_by_trial, write_config
 from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_for, wait_until_none
 from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
-from test_resilience import ONE_BY_ONE, results_by_trial, write_config
 
 from ray_workflow import address_file, auth, ray_ports
 from ray_workflow.hosts.slurm import script as slurm
