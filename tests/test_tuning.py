@@ -17,7 +17,7 @@ from ray_workflow import UPLOAD_EXCLUDES, auth
 from ray_workflow.sweeps.report import ERROR, FINISHED, STOPPED
 from ray_workflow.sweeps.sweep import Sweep, load_sweep
 from ray_workflow.sweeps.training_command import WARM_START_LINE, TrainerCheckpoints, TrainingJob
-from ray_workflow.sweeps.tuning import TunerSettings, run_sweep
+from ray_workflow.sweeps.tuning import TunerSettings, build_scheduler, run_sweep
 
 SCRIPTED = TrainingJob(command=("{python}", "{project_root}/tests/scripted_trainer.py", "--spawn_child"))
 
@@ -181,6 +181,29 @@ def test_pbt_always_continues_the_weaker_trial_from_the_stronger_ones_checkpoint
     # config (perturbed), and it trained on from there to the last iteration.
     scores = [r["score"] for r in results[weaker]]
     assert scores[-1] != scores[0] and results[weaker][-1]["iteration"] == 19, results[weaker]
+
+
+def test_pbt_gives_the_next_slot_to_the_paused_donor_not_to_the_trial_it_sent_back(tmp_path):
+    """The livelock a PBT sweep on two nodes once fell into: the exploited trial takes its paused donor's training
+    time, and Tune's own choice gives the tie to whichever trial is listed first, every time. Ours gives it to the
+    trial that has waited longest. (Tune's real scheduler and trials; the controller only lists them.)"""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    checkpoints = TrainerCheckpoints("checkpoint_*.txt", 4, ("--checkpoint_interval", "{interval}"))
+    job = dataclasses.replace(SCRIPTED, checkpoints=checkpoints)
+    sweep = scripted_sweep({"agent.quality": tune.uniform(0.1, 1.0)}, job=job)
+    scheduler = build_scheduler(sweep, settings(tmp_path, scheduler="pbt"))
+    sent_back, donor = Trial("scripted", stub=True), Trial("scripted", stub=True)
+    for trial, reported_at in ((sent_back, 2000.0), (donor, 1000.0)):
+        trial.set_status(Trial.PAUSED)
+        trial.run_metadata.last_result = {"timestamp": reported_at, "training_iteration": 12}
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+        scheduler._trial_state[trial].last_train_time = 12  # the exploit copied the donor's
+    controller = type("Controller", (), {"get_trials": lambda self: [sent_back, donor]})()
+    assert scheduler.choose_trial_to_run(controller) is donor
+    donor.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is sent_back
 
 
 def test_trials_stopped_early_by_asha_leave_no_process_behind(ray_driver, tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.fs
 import ray
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 from ray.tune.search.sample import Categorical, Domain
@@ -174,6 +175,25 @@ def build_search(sweep: Sweep, settings: TunerSettings) -> tuple[dict[str, Any],
     return sweep.search_space, OptunaSearch(metric=sweep.metric, mode=sweep.mode, seed=settings.seed)
 
 
+class FairPopulationBasedTraining(PopulationBasedTraining):
+    """Tune's PBT, but a tie for the next free slot goes to the trial that has waited longest.
+
+    Tune picks the paused trial with the least training time, and on a tie the first in its list. An exploited
+    trial takes its donor's training time, so it ties with the donor, which PBT paused to make way: when the
+    exploited trial comes first, it runs, reaches the next check still behind the donor's score, is sent back to
+    the donor's checkpoint, and wins the tie again, for good (seen with two trials on two nodes).
+    """
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        waiting = [trial for trial in tune_controller.get_trials() if trial.status in (Trial.PENDING, Trial.PAUSED)]
+        if not waiting:
+            return None
+        return min(
+            waiting,
+            key=lambda trial: (self._trial_state[trial].last_train_time, (trial.last_result or {}).get("timestamp", 0)),
+        )
+
+
 def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
     if settings.scheduler == "fifo":
         return FIFOScheduler()
@@ -184,7 +204,7 @@ def build_scheduler(sweep: Sweep, settings: TunerSettings) -> TrialScheduler:
                 "(TrainingJob.checkpoints), and PBT continues trials from each other's checkpoints"
             )
         mutations = {key: value for key, value in sweep.search_space.items() if isinstance(value, Domain)}
-        return PopulationBasedTraining(
+        return FairPopulationBasedTraining(
             time_attr="training_iteration",
             perturbation_interval=sweep.job.checkpoints.interval,
             hyperparam_mutations=mutations,
