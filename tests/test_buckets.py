@@ -180,7 +180,8 @@ def test_a_sweep_whose_whole_cluster_is_lost_continues_on_a_new_cluster_from_the
         assert buckets.read(f"{bucket}/sweeps/outlived/{trial}/result.json") == result, f"{trial} was run again"
     for trial in checkpointed:
         log = buckets.read(f"{bucket}/sweeps/outlived/{trial.name}/training_output.log").decode()
-        assert "Resuming from checkpoint" in log, log[-2000:]
+        # One log for the whole trial: its first run's lines, written on the lost cluster, and the new one's.
+        assert "iteration 1/40 " in log and "Resuming from checkpoint" in log, log[-2000:]
 
 
 PBT_SPACE = '"agent.learning_rate": tune.loguniform(1e-4, 5e-3)'

@@ -266,5 +266,6 @@ def test_a_sweep_whose_head_is_killed_is_sent_again_once_its_cluster_is_back_and
     for trial, result in kept.items():
         assert (trial / "result.json").read_bytes() == result, f"{trial.name} was run again"
     for trial in checkpointed:
-        assert "Resuming from checkpoint" in (trial / "training_output.log").read_text()
+        log = (trial / "training_output.log").read_text()
+        assert "iteration 1/40 " in log and "Resuming from checkpoint" in log, "one log for the trial, both heads' runs"
     assert "taking over" in output, "the lost driver's lease was taken over"

@@ -726,5 +726,6 @@ def test_a_sweep_on_a_cancelled_cluster_is_sent_again_when_it_is_launched_again_
     for trial, result in kept.items():
         assert (trial / "result.json").read_bytes() == result, f"{trial.name} was run again"
     for trial in checkpointed:
-        assert "Resuming from checkpoint" in (trial / "training_output.log").read_text()
+        log = (trial / "training_output.log").read_text()
+        assert "iteration 1/30 " in log and "Resuming from checkpoint" in log, "one log for the trial, both jobs' runs"
     assert second_job != first_job and {first_job, second_job}.isdisjoint(slurm_cluster.job_ids())

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 from ray import tune
 
@@ -29,6 +30,7 @@ from ray_workflow.sweeps.training_command import TrainingJob, TrainingProcess, W
 from ray_workflow.sweeps.warm_slot import READY_TIMEOUT_S, SlotUnavailable, WarmSlot, script_of
 
 logger = logging.getLogger(__name__)
+OUTPUT_LOG = "training_output.log"  # the trainer's whole output, in the trial's folder
 
 POLL_INTERVAL_S = 0.05
 # Set in the last result of a trial whose trainer ran to the end (not stopped by the scheduler).
@@ -122,9 +124,11 @@ class CommandTrainable(tune.Trainable):
         argv = self.job.argv(self.trial_config, log_dir, self.resume_from, run_name, trial_number(self.trial_id))
         if self.job.warm_cache_dir:
             self.warm_cache_lock = WarmCacheLock(self.job.warm_cache_dir, [*self.job.command, *self.job.env.values()])
+        output = Path(self.logdir) / OUTPUT_LOG
+        self._continue_output(output)
         self.process = TrainingProcess(
             argv,
-            Path(self.logdir) / "training_output.log",
+            output,
             cwd=self.job.cwd,
             env=self.job.env,
             run_name=run_name,
@@ -134,6 +138,20 @@ class CommandTrainable(tune.Trainable):
             self.reader = ScalarReader(log_dir, ignore=earlier_files)
         self.last_progress = time.monotonic()
         return self.process
+
+    def _continue_output(self, output: Path) -> None:
+        """A trial that goes on on another node, or in a new cluster, has no output there yet: fetch what its
+        storage folder holds first, so that the trainer's lines add to the trial's log instead of replacing it
+        when the folder is written back."""
+        if output.exists() or self._storage is None:
+            return
+        source, filesystem = f"{self._storage.trial_fs_path}/{OUTPUT_LOG}", self._storage.storage_filesystem
+        try:
+            if filesystem.get_file_info(source).type == pyarrow.fs.FileType.File:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                pyarrow.fs.copy_files(source, str(output), source_filesystem=filesystem)
+        except OSError as error:
+            logger.warning("could not fetch the trial's earlier output from %s (%s); it starts anew", source, error)
 
     def _slot_for(self, argv: list[str]) -> WarmSlot | None:
         """This actor's warm slot for ``argv``, or None if it cannot serve (the trainer starts fresh). The actor's
