@@ -651,8 +651,10 @@ def test_down_then_a_launch_on_the_same_base_port_at_once(env, tmp_path, slurm_c
 
 
 def free_block_everywhere() -> int:
-    """A block of ports nothing on this machine (both test nodes) holds."""
-    for base in range(40000, 60000, PORT_BLOCK):
+    """A block of ports nothing on this machine (both test nodes) holds, below the kernel's ephemeral range: a port
+    there may be taken by any connection between our check and the job's start (seen on a busy machine)."""
+    ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for base in range(ephemeral_start - PORT_BLOCK, 10000, -PORT_BLOCK):
         if not ray_ports.ports_in_use(base):
             return base
     raise AssertionError("no free block of ports")
