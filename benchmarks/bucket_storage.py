@@ -6,7 +6,7 @@ first), on a local Ray cluster. Three parts, each printing a table:
 - sweep: the same CartPole sweep (4 trials of 20 iterations, a checkpoint every 5) with --storage_path a folder,
   gs:// and s3://: the sweep's time, a trial's, and one checkpoint's upload (the trainer's zip, through pyarrow as
   Ray Tune uploads it);
-- state: Ray Tune's experiment state as a sweep grows (8 and 64 trials of a function that reports once): the
+- state: Ray Tune's experiment state as a sweep grows (8, 64 and 256 trials of a function that reports once): the
   sweep's time per store and the size and upload time of the state file Tune syncs;
 - lost_head: a sweep sent with multicluster_submit.py --resubmit 1, its head killed mid-sweep and started again
   with the same command: the time until the cluster answers, until the job is sent again, and until a trial
@@ -210,7 +210,7 @@ def wait(condition, timeout_s: float):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", choices=["sweep", "state", "lost_head"], default=["sweep", "state"])
-    parser.add_argument("--state_trials", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--state_trials", type=int, nargs="+", default=[8, 64, 256])
     args = parser.parse_args()
     if why := missing():
         print(f"bucket_storage.py: {why}", file=sys.stderr)
