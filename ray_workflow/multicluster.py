@@ -236,14 +236,17 @@ class MultiClusterSubmitter:
         next_job: str | None = job
         attempt = 1
         while next_job is not None:
-            try:
-                client = await asyncio.to_thread(
-                    JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
-                )
-            except Exception as error:  # reported per cluster; the other clusters go on
-                self.runs.append(JobRun(cluster=cluster, job=next_job, status=RunStatus.UNREACHABLE, error=str(error)))
-                return
-            self._clients[cluster.dashboard_url] = client
+            # One client per cluster: a queue's jobs share it.
+            if (client := self._clients.get(cluster.dashboard_url)) is None:
+                try:
+                    client = await asyncio.to_thread(
+                        JobSubmissionClient, cluster.dashboard_url, headers=auth.http_headers(cluster.dashboard_url)
+                    )
+                except Exception as error:  # reported per cluster; the other clusters go on
+                    failed = JobRun(cluster=cluster, job=next_job, status=RunStatus.UNREACHABLE, error=str(error))
+                    self.runs.append(failed)
+                    return
+                self._clients[cluster.dashboard_url] = client
             run = JobRun(cluster=cluster, job=next_job, attempt=attempt)
             self.runs.append(run)
             try:
@@ -261,6 +264,7 @@ class MultiClusterSubmitter:
                     self._say(run.cluster_name, run.error)
                     if attempt > self.options.resubmit or not (back := await self._answering_again(run)):
                         return
+                    del self._clients[cluster.dashboard_url]  # started again: perhaps the same address, a new token
                     cluster, run.resubmitted, attempt = back, True, attempt + 1
                     continue
             attempt = 1
