@@ -322,8 +322,8 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     ``callbacks`` join the progress log (benchmarks use them to time results).
     """
     settings.validate()
-    build_search(sweep, settings)  # a searcher or scheduler that cannot be built is refused before anything else
-    build_scheduler(sweep, settings)
+    # A searcher or scheduler that cannot be built is refused before anything else.
+    search, scheduler = build_search(sweep, settings), build_scheduler(sweep, settings)
     storage = open_storage(settings.storage_path)
     check_writable(storage)
     identity = sweep_identity(sweep, settings)
@@ -339,7 +339,8 @@ def run_sweep(sweep: Sweep, settings: TunerSettings, callbacks: list[tune.Callba
     with driving(storage, name):
         # Asked once this driver holds the sweep: another may have saved it (or finished it) meanwhile.
         restorable = continuing and tune.Tuner.can_restore(experiment, storage_filesystem=storage.filesystem)
-        results = _tuner(sweep, settings, storage, name, restorable, callbacks).fit()
+        tuner = _tuner(sweep, settings, storage, name, restorable, callbacks, search=search, scheduler=scheduler)
+        results = tuner.fit()
     if not storage.in_bucket:
         return write_report(results, sweep, Path(experiment))
     # From the bucket's data: here, where the driver runs, and beside the sweep in the bucket, which outlives it.
@@ -391,9 +392,13 @@ def _tuner(
     name: str,
     restore: bool,
     callbacks: list[tune.Callback] | None,
+    *,
+    search: tuple[dict[str, Any], SearchAlgorithm | Searcher],
+    scheduler: TrialScheduler,
 ) -> tune.Tuner:
-    """Ray Tune's tuner for the sweep: restored from the experiment's saved state, or new."""
-    param_space, search_alg = build_search(sweep, settings)
+    """Ray Tune's tuner for the sweep, with ``build_search``'s space and searcher and ``build_scheduler``'s
+    scheduler: restored from the experiment's saved state, or new."""
+    param_space, search_alg = search
     trainable = tune.with_resources(
         tune.with_parameters(
             CommandTrainable,
@@ -427,7 +432,7 @@ def _tuner(
             mode=sweep.mode,
             num_samples=settings.num_samples,
             search_alg=search_alg,
-            scheduler=build_scheduler(sweep, settings),
+            scheduler=scheduler,
             max_concurrent_trials=settings.max_concurrent_trials if settings.searcher == "optuna" else None,
             trial_dirname_creator=trial_dirname,
             # Starting a Ray worker per trial costs seconds; the trainable restarts only its trainer.
