@@ -194,6 +194,14 @@ def saved_sweep_state(experiment: Path | str, filesystem=None) -> tuple[list[Pat
     return (finished, checkpointed) if finished and checkpointed else None
 
 
+def needs(reason: str | None, what: str) -> pytest.MarkDecorator:
+    """Skip a module's tests where ``reason`` says what this machine lacks, saying so; in CI (CI=true), which must
+    run ``what``, stop the run instead."""
+    if reason and os.environ.get("CI"):
+        raise RuntimeError(f"CI must run the {what}: {reason}")
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[k8s_harness.KubernetesForTests]:
     """One real Kubernetes control plane for every KubeRay test of the session, started by the first that asks.

@@ -19,18 +19,15 @@ from pathlib import Path
 import pytest
 from buckets import GUARDED_BUCKET, BucketsForTests, missing
 from cartpole_configs import CONFIG, ONE_BY_ONE, write_config
-from conftest import PROJECT_ROOT, saved_sweep_state, wait_for, wait_until_gone
+from conftest import PROJECT_ROOT, needs, saved_sweep_state, wait_for, wait_until_gone
 from ray.job_submission import JobSubmissionClient
 
 from ray_workflow import auth
 from ray_workflow.hosts import local as lc
 from ray_workflow.sweeps.storage import CLAIM, StorageError, claim, open_storage
 
-why_not = missing()
-if why_not and os.environ.get("CI"):
-    raise RuntimeError(f"CI must run the bucket tests: {why_not}")
 pytestmark = [
-    pytest.mark.skipif(why_not is not None, reason=why_not or ""),
+    needs(missing(), "bucket tests"),
     pytest.mark.skipif(os.geteuid() != 0, reason="nodes that share no disk need mount namespaces, which need root"),
 ]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from cartpole_configs import ONE_BY_ONE, results_by_trial, write_config
-from conftest import PROJECT_ROOT, processes_mentioning, saved_sweep_state, wait_for, wait_until_none
+from conftest import PROJECT_ROOT, needs, processes_mentioning, saved_sweep_state, wait_for, wait_until_none
 from ray.job_submission import JobStatus, JobSubmissionClient
 from slurm_harness import SlurmForTests, missing
 
@@ -29,10 +29,7 @@ from ray_workflow import address_file, auth, ray_ports
 from ray_workflow.hosts.slurm import script as slurm
 from ray_workflow.ray_ports import PORT_BLOCK
 
-why_not = missing()
-if why_not and os.environ.get("CI"):
-    raise RuntimeError(f"CI must run the SLURM tests: {why_not}")
-pytestmark = pytest.mark.skipif(why_not is not None, reason=why_not or "")
+pytestmark = needs(missing(), "SLURM tests")
 
 
 # A small cluster that fits the test SLURM's two nodes: the head on one, a worker on the other. Its ports are the
