@@ -48,9 +48,16 @@ slurm:
 	else echo "make slurm: needs root to install $(SLURM_PACKAGES); the SLURM tests will be skipped"; fi
 
 # A real Kubernetes control plane for the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, KWOK, the KubeRay operator), built from pinned Go modules into ~/.cache/isaaclab_ray/k8s (k8s/build.sh).
+# kubectl, KWOK, the KubeRay operator) and a real node (containerd, runc, kubelet, kube-proxy, CNI, CoreDNS), built
+# from pinned Go modules into ~/.cache/isaaclab_ray/k8s (k8s/build.sh), and the node's Ray image (k8s/ray-image.sh).
+# The node needs Debian's iptables, and its builds debootstrap and libseccomp-dev (installed as root, like SLURM).
+NODE_PACKAGES := iptables debootstrap libseccomp-dev
 k8s:
-	@if command -v go >/dev/null; then k8s/build.sh >/dev/null; \
+	@if ! dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q $(NODE_PACKAGES) >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q $(NODE_PACKAGES) >/dev/null; }; fi
+	@if command -v go >/dev/null; then k8s/build.sh >/dev/null && { [ "$$(id -u)" != 0 ] || k8s/ray-image.sh >/dev/null; }; \
 	elif [ -n "$$CI" ]; then echo "make k8s: CI must run the Kubernetes tests, and Go 1.26 is not on PATH" >&2; exit 1; \
 	else echo "make k8s: needs Go 1.26 and the Go module proxy; the Kubernetes tests will be skipped"; fi
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control plane the tests run, from pinned Go module versions, into a cache
+# Builds the real Kubernetes control plane and node the tests run, from pinned Go module versions, into a cache
 # outside the repository (reused while this folder is unchanged), and prints the folder of binaries.
+# The node's Ray image is k8s/ray-image.sh's.
 #   k8s/build.sh           build if needed, print the folder
 #   k8s/build.sh --where   print the folder only
-# Nothing is downloaded but Go modules (GOPROXY); no containers, no kind, no release tarballs.
+# Nothing is downloaded but Go modules (GOPROXY); no kind, no release tarballs, no registry.
 set -euo pipefail
 
 KWOK_VERSION=v0.8.0
@@ -11,10 +12,16 @@ KWOK_VERSION=v0.8.0
 # there (403, "not available"). v1.6.1 reads everything our manifests use (authOptions.secretName included);
 # the tests install the bundled v1.7.0 CRD, as a user who upgrades the CRD first has.
 KUBERAY_VERSION=v1.6.1
+# The tests' real node (tests/k8s_node.py): containerd 2 (Debian's 1.6 is too old for kubelet 1.36), runc with
+# seccomp (needs libseccomp-dev), the CNI plugins it wires Pods with, and crictl.
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.5.3
+CNI_PLUGINS_VERSION=v1.10.0
+CRI_TOOLS_VERSION=v1.37.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 key=$(cd "$here" && cat build.sh control-plane/go.mod control-plane/go.sum etcd/go.mod etcd/go.sum etcd/main.go \
-	| sha256sum | cut -c1-16)
+	coredns/go.mod coredns/go.sum coredns/main.go pause/go.mod pause/main.go | sha256sum | cut -c1-16)
 cache=${ISAACLAB_RAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/isaaclab_ray/k8s}
 bin="$cache/$key/bin"
 if [ "${1:-}" = --where ]; then echo "$bin"; exit 0; fi
@@ -30,9 +37,28 @@ step() { echo "k8s/build.sh: $* ($(( $(date +%s) - started )) s)" >&2; }
 export GOFLAGS="${GOFLAGS:-} -trimpath"
 step "etcd v3.6 from go.etcd.io/etcd/server/v3"
 (cd "$here/etcd" && go build -ldflags=-s -o "$staging/etcd" .)
-step "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl from k8s.io/kubernetes"
-(cd "$here/control-plane" && go build -ldflags=-s -o "$staging/" k8s.io/kubernetes/cmd/kube-apiserver \
-	k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+step "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy from k8s.io/kubernetes"
+kubernetes_version=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' "$here/control-plane/go.mod")
+(cd "$here/control-plane" && go build -o "$staging/" \
+	-ldflags="-s -X k8s.io/component-base/version.gitVersion=$kubernetes_version -X k8s.io/component-base/version.gitTreeState=clean" \
+	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+	k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+step "containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, CNI plugins $CNI_PLUGINS_VERSION, crictl $CRI_TOOLS_VERSION"
+CGO_ENABLED=0 GOBIN="$staging" go install -ldflags=-s -tags "no_btrfs no_devmapper no_zfs" \
+	"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+	"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+CGO_ENABLED=1 GOBIN="$staging" go install -ldflags=-s -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION"
+mkdir "$staging/cni"
+CGO_ENABLED=0 GOBIN="$staging/cni" go install -ldflags=-s \
+	"github.com/containernetworking/plugins/plugins/main/bridge@$CNI_PLUGINS_VERSION" \
+	"github.com/containernetworking/plugins/plugins/main/loopback@$CNI_PLUGINS_VERSION" \
+	"github.com/containernetworking/plugins/plugins/ipam/host-local@$CNI_PLUGINS_VERSION" \
+	"github.com/containernetworking/plugins/plugins/meta/portmap@$CNI_PLUGINS_VERSION"
+CGO_ENABLED=0 GOBIN="$staging" go install -ldflags=-s "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+step "CoreDNS (k8s/coredns) and the Pod sandbox's pause (k8s/pause)"
+(cd "$here/coredns" && CGO_ENABLED=0 go build -ldflags=-s -o "$staging/coredns" .)
+(cd "$here/pause" && CGO_ENABLED=0 go build -ldflags=-s -o "$staging/pause" .)
 step "kwok $KWOK_VERSION"
 GOBIN="$staging" go install -ldflags=-s "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 # kwok runs only the stages it is given: kwokctl's defaults (nodes Ready with heartbeats and leases,

@@ -93,8 +93,8 @@ def _write_key_and_certificate(key_path: Path, cert_path: Path | None, common_na
 class KubernetesForTests:
     """One control plane; ``environment`` points kubectl (and our tools) at it as the user ``admin``."""
 
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin = bin_dir
+    def __init__(self, bin_dir: Path, host: str = "127.0.0.1", cpu_nodes: bool = True) -> None:
+        self.bin, self.host, self.cpu_nodes = bin_dir, host, cpu_nodes
         self.root = Path(tempfile.mkdtemp(prefix="pytest_k8s_"))
         self.kubeconfig = self.root / "kubeconfig"
         self.tokens = {"admin": secrets.token_hex(16), "viewer": secrets.token_hex(16)}
@@ -104,6 +104,10 @@ class KubernetesForTests:
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.host}:{self.api_port}"
 
     def _spawn(self, name: str, command: list[str]) -> None:
         self.daemons.spawn(name, command, env=self.environment, cwd=self.root)
@@ -175,8 +179,8 @@ class KubernetesForTests:
             [
                 str(self.bin / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={certificates}",
                 f"--token-auth-file={token_file}",
@@ -225,7 +229,7 @@ class KubernetesForTests:
                 {
                     "name": "pytest",
                     "cluster": {
-                        "server": f"https://127.0.0.1:{self.api_port}",
+                        "server": self.server,
                         "certificate-authority": str(certificate_authority),
                     },
                 }
@@ -310,7 +314,7 @@ class KubernetesForTests:
     def _add_nodes(self) -> None:
         for index in range(1, 5):
             self.add_node(f"gke-l4-{index}", GPU_NODE)
-        for index in range(1, 3):
+        for index in range(1, 3 if self.cpu_nodes else 1):
             self.add_node(f"gke-cpu-{index}", CPU_NODE)
         self.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "node", "--all")
         self._wait(
