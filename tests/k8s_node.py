@@ -12,6 +12,7 @@ which the kernel settings it would change for the whole machine read as it wants
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -20,11 +21,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from daemons import Daemons
+from k8s_harness import KubernetesForTests
 
 from ray_workflow import PROJECT_ROOT
 from ray_workflow.process_groups import end_process_group
@@ -537,3 +540,30 @@ def _toml(table: dict[str, Any], prefix: str = "") -> str:
         name = f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key)
         text += f"\n[{name}]\n" + _toml(value, name)
     return text
+
+
+@contextlib.contextmanager
+def control_plane_with_real_node(bin_dir: Path) -> Iterator[tuple[KubernetesForTests, RealNode]]:
+    """A control plane listening on the node's link, KWOK GPU nodes (no KWOK CPU node, so CPU Pods go to the real
+    node) and the real node, Ready; afterwards everything stopped, and ``leftovers`` of the node (checked by the
+    caller) should be none."""
+    network = NodeNetwork()
+    plane = KubernetesForTests(bin_dir, host=network.host_address, cpu_nodes=False)
+    node = None
+    try:
+        network.create()
+        plane.start()
+        certificate = plane.root / "apiserver-certificates" / "apiserver.crt"
+        node = RealNode(plane.bin, network, plane.server, plane.tokens["admin"], certificate)
+        node.start()
+        jsonpath = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        node.daemons.wait(
+            "the real node Ready",
+            lambda: plane.kubectl("get", "node", NODE_NAME, "-o", jsonpath, check=False).strip() == "True",
+        )
+        yield plane, node
+    finally:
+        if node is not None:
+            node.stop()
+        plane.stop()
+        network.delete()
