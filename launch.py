@@ -67,6 +67,7 @@ KUBERAY_DEFAULTS = {
     "worker_accelerator": ["nvidia-l4"],
     "num_head_cpu": 8.0,
     "head_ram_gb": 32.0,
+    "idle_timeout_s": 120,
     "ray_version": None,
     "service_account_name": None,
     "worker_service_account_name": None,
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_head_cpu", type=non_negative_float, help=f"default {KUBERAY_DEFAULTS['num_head_cpu']:g}"
     )
     kuberay.add_argument("--head_ram_gb", type=non_negative_float, help=f"default {KUBERAY_DEFAULTS['head_ram_gb']:g}")
+    kuberay.add_argument(
+        "--idle_timeout_s",
+        type=positive_int,
+        help=f"the autoscaler removes a worker idle this long (default {KUBERAY_DEFAULTS['idle_timeout_s']})",
+    )
     kuberay.add_argument(
         "--ray_version",
         help="the Ray in the image, which KubeRay must know (default: the tag of Ray's own images, "
@@ -304,6 +310,7 @@ def kuberay_spec(args: argparse.Namespace, host: KubeRayHost) -> ClusterSpec:
         ray_version=args.ray_version or ray_version_of(args.image),
         head_cpus=args.num_head_cpu,
         head_ram_gb=args.head_ram_gb,
+        idle_timeout_s=args.idle_timeout_s,
         worker_groups=worker_groups(
             min_workers=args.min_workers,
             max_workers=args.max_workers,

@@ -163,7 +163,13 @@ def test_bad_input_is_refused_in_one_line_and_nothing_reaches_the_kube_api(kube,
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--cpu_per_worker", "-1"), ("--ram_gb_per_worker", "lots"), ("--gpu_per_worker", "0.5")]
+    ("flag", "value"),
+    [
+        ("--cpu_per_worker", "-1"),
+        ("--ram_gb_per_worker", "lots"),
+        ("--gpu_per_worker", "0.5"),
+        ("--idle_timeout_s", "0"),
+    ],
 )
 def test_negative_or_non_numeric_resources_are_refused_before_the_kube_api(kube, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:

@@ -158,7 +158,7 @@ def test_launch_runs_ray_in_real_pods_a_worker_joins_by_the_service_name_and_dow
 
 def test_an_image_the_node_cannot_pull_is_named_by_launch_with_kubernetes_own_reason(real_node, namespace, capsys):
     code = _launch(
-        namespace, "isaaclab-ray.local/ray:not-built", "--name", "nopull", "--min_workers", "0", "--timeout_s", "60"
+        namespace, "isaaclab-ray.local/ray:not-built", "--name", "nopull", "--min_workers", "0", "--timeout_s", "40"
     )
     said = capsys.readouterr().err
     assert code != 0
@@ -199,6 +199,8 @@ def test_with_no_workers_a_job_that_needs_one_makes_the_autoscaler_add_it_and_id
             "scales",
             "--min_workers",
             "0",
+            "--idle_timeout_s",
+            "20",
             "--timeout_s",
             "300",
             "--address_file",
@@ -232,12 +234,14 @@ def test_with_no_workers_a_job_that_needs_one_makes_the_autoscaler_add_it_and_id
     )
     logs = _in_head(namespace, "scales", "ray", "job", "logs", "--address", cluster.dashboard_url, "two-nodes")
     assert "nodes used: 2" in logs
-    (group,) = namespace.items("rayclusters.ray.io")[0]["spec"]["workerGroupSpecs"]
-    assert group["replicas"] == 1  # the sidecar raised it; our manifest said 0
-    # Idle for the manifest's idleTimeoutSeconds, the worker goes, and its containers with it.
+    # The sidecar raised the group's replicas (our manifest said 0) and the operator made the worker for it.
+    assert "Created worker Pod" in namespace.kubectl("get", "events", "--field-selector", "reason=CreatedWorkerPod")
+    (cluster_object,) = namespace.items("rayclusters.ray.io")
+    assert cluster_object["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] == 20
+    # Idle for --idle_timeout_s, the worker goes (well before the default 120 s), and its containers with it.
     wait_for(
         lambda: not namespace.items("pods", "ray.io/cluster=scales,ray.io/node-type=worker"),
-        400,
+        90,
         "the idle worker removed by the autoscaler",
     )
     assert (

@@ -74,6 +74,7 @@ class ClusterSpec:
     # The Secret holding the user's Ray token that every Ray container reads; None: KubeRay makes one per cluster.
     auth_secret: str | None = None
     owner: Owner | None = None  # who starts it: their id labels the cluster, their login annotates it
+    idle_timeout_s: int = 120  # the autoscaler removes a worker idle this long
 
 
 def ray_version_of(image: str) -> str:
@@ -211,6 +212,7 @@ def template_context(spec: ClusterSpec) -> dict[str, Any]:
         "storage_uri": spec.storage_uri,
         "auth_mode": "token" if spec.token_auth else "disabled",
         "auth_secret": spec.auth_secret if spec.token_auth else None,
+        "idle_timeout_s": spec.idle_timeout_s,
     }
 
 
