@@ -178,7 +178,6 @@ class RealNode:
             )
         )
         self.kubeconfig.chmod(0o600)
-        self.shared_mount = False
 
     # -- start ------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,7 +191,6 @@ class RealNode:
         # The kubelet mounts Pods' volumes in its own mount namespace; they reach containerd's through this
         # shared mount (this machine's mounts are private).
         _run("mount", "--bind", str(self.root), str(self.root))
-        self.shared_mount = True
         _run("mount", "--make-shared", str(self.root))
         self._make_cgroup_root()
         self._start_containerd()
