@@ -37,14 +37,15 @@ demo-isaaclab: $(INSTALLED) $(ISAACLAB_INSTALLED)
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
+# Debian packages $(1), as root: the package lists are refreshed only if the first try fails.
+apt_install = export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q $(1) >/dev/null || \
+	{ apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null; }
+
 # A real SLURM for the tests: Debian's packages (CI runs as root). The tests start its daemons themselves.
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge
 slurm:
 	@if [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && [ -x /usr/sbin/munged ]; then :; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q $(SLURM_PACKAGES) >/dev/null || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q $(SLURM_PACKAGES) >/dev/null; }; \
+	elif [ "$$(id -u)" = 0 ]; then $(call apt_install,$(SLURM_PACKAGES)); \
 	else echo "make slurm: needs root to install $(SLURM_PACKAGES); the SLURM tests will be skipped"; fi
 
 # A real Kubernetes control plane for the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
@@ -53,10 +54,7 @@ slurm:
 # The node needs Debian's iptables, and its builds debootstrap and libseccomp-dev (installed as root, like SLURM).
 NODE_PACKAGES := iptables debootstrap libseccomp-dev
 k8s:
-	@if ! dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q $(NODE_PACKAGES) >/dev/null || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q $(NODE_PACKAGES) >/dev/null; }; fi
+	@if ! dpkg -s $(NODE_PACKAGES) >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then $(call apt_install,$(NODE_PACKAGES)); fi
 	@if command -v go >/dev/null; then k8s/build.sh >/dev/null && { [ "$$(id -u)" != 0 ] || k8s/ray-image.sh >/dev/null; }; \
 	elif [ -n "$$CI" ]; then echo "make k8s: CI must run the Kubernetes tests, and Go 1.26 is not on PATH" >&2; exit 1; \
 	else echo "make k8s: needs Go 1.26 and the Go module proxy; the Kubernetes tests will be skipped"; fi
