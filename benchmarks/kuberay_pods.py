@@ -24,15 +24,6 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))
 import k8s_harness  # noqa: E402
 import k8s_node  # noqa: E402
 
-SMALL = ["--num_head_cpu", "0.5", "--head_ram_gb", "4", "--gpu_per_worker", "0", "--cpu_per_worker", "1"]
-SMALL += ["--ram_gb_per_worker", "2", "--max_workers", "1", "--cluster_host", "local"]
-ALIVE = "import ray; ray.init(address='auto'); print(sum(node['Alive'] for node in ray.nodes()))"
-TWO_NODES = (
-    "import ray\nray.init()\n@ray.remote(num_cpus=1)\nclass Where:\n    def node(self):\n"
-    "        return ray.get_runtime_context().get_node_id()\n"
-    "print(len({ray.get(a.node.remote()) for a in [Where.remote(), Where.remote()]}))\n"
-)
-
 
 def until(condition: Callable[[], bool], timeout_s: float = 600) -> float:
     started = time.monotonic()
@@ -74,7 +65,7 @@ def main() -> int:
 
         def launch(namespace: str, *flags: str) -> None:
             command = [sys.executable, str(PROJECT_ROOT / "launch.py"), "--namespace", namespace, "--image", node.image]
-            subprocess.run([*command, *SMALL, *flags], env=env, check=True, capture_output=True)
+            subprocess.run([*command, *k8s_node.SMALL_CLUSTER_FLAGS, *flags], env=env, check=True, capture_output=True)
 
         def down(namespace: str, name: str) -> float:
             command = [sys.executable, str(PROJECT_ROOT / "launch.py"), "--namespace", namespace, "--down"]
@@ -88,12 +79,16 @@ def main() -> int:
             started = time.monotonic()
             launch(namespace, "--name", "fixed", "--min_workers", "1", "--address_file", str(home / "a"))
             head_ready = time.monotonic() - started
-            worker_alive = head_ready + until(lambda ns=namespace: in_head(ns, "python", "-c", ALIVE).strip() == "2")
+            worker_alive = head_ready + until(
+                lambda ns=namespace: in_head(ns, "python", "-c", k8s_node.ALIVE_NODES).strip() == "2"
+            )
             fixed_down = down(namespace, "fixed")
             launch(namespace, "--name", "scales", "--min_workers", "0", "--address_file", str(home / "a"))
             address = f"http://scales-head-svc.{namespace}.svc.cluster.local:8265"
             started = time.monotonic()
-            said = in_head(namespace, "ray", "job", "submit", "--address", address, "--", "python", "-c", TWO_NODES)
+            said = in_head(
+                namespace, "ray", "job", "submit", "--address", address, "--", "python", "-c", k8s_node.TWO_NODES_JOB
+            )
             scaled_up = time.monotonic() - started
             assert "succeeded" in said, said
             idle_gone = until(lambda ns=namespace: not workers(ns))

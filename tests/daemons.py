@@ -73,11 +73,16 @@ class Daemons:
                 raise TimeoutError(f"{what} not ready after {timeout_s:g} s (logs in {self.log_dir}):\n{logs}")
             time.sleep(poll_s)
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        for process in reversed(list(self.processes.values())):
+    def end(self, name: str, grace_s: float = 5.0) -> None:
+        """End ``name``'s process group, if it was started."""
+        process = self.processes.pop(name, None)
+        if process is not None:
             end_process_group(process.pid, grace_s, reap=process.poll)
             process.wait(timeout=30)
-        self.processes.clear()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        for name in reversed(list(self.processes)):
+            self.end(name, grace_s)
 
 
 def lose_head(head: Any) -> None:

@@ -105,10 +105,6 @@ class KubernetesForTests:
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
-    @property
-    def server(self) -> str:
-        return f"https://{self.host}:{self.api_port}"
-
     def _spawn(self, name: str, command: list[str]) -> None:
         self.daemons.spawn(name, command, env=self.environment, cwd=self.root)
 
@@ -229,7 +225,7 @@ class KubernetesForTests:
                 {
                     "name": "pytest",
                     "cluster": {
-                        "server": self.server,
+                        "server": f"https://{self.host}:{self.api_port}",
                         "certificate-authority": str(certificate_authority),
                     },
                 }

@@ -30,7 +30,6 @@ from daemons import Daemons
 from k8s_harness import KubernetesForTests
 
 from ray_workflow import PROJECT_ROOT
-from ray_workflow.process_groups import end_process_group
 
 IMAGE_SCRIPT = PROJECT_ROOT / "k8s" / "ray-image.sh"
 PAUSE_IMAGE = "isaaclab-ray.local/pause:1"
@@ -49,6 +48,24 @@ KUBELET_KERNEL_SETTINGS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
+# What fits this 2-CPU node: a head of half a CPU beside KubeRay's autoscaler sidecar (half a CPU), one worker.
+SMALL_CLUSTER_FLAGS = ("--cluster_host", "local", "--num_head_cpu", "0.5", "--head_ram_gb", "4",
+                       "--gpu_per_worker", "0", "--cpu_per_worker", "1", "--ram_gb_per_worker", "2",
+                       "--max_workers", "1")  # fmt: skip
+# Run in a head Pod: how many Ray nodes are alive.
+ALIVE_NODES = "import ray; ray.init(address='auto'); print(sum(node['Alive'] for node in ray.nodes()))"
+# A job of two actors of one CPU each: one fits on the head (1 CPU), the other only on a worker the autoscaler adds.
+TWO_NODES_JOB = """
+import ray
+ray.init()
+
+@ray.remote(num_cpus=1)
+class Where:
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+print("nodes used:", len({ray.get(actor.node.remote()) for actor in [Where.remote(), Where.remote()]}))
+"""
 NODE_PARTS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl", "kubelet", "kube-proxy", "coredns")
 
 
@@ -154,30 +171,15 @@ class NodeNetwork:
 class RealNode:
     """One real node: ``start`` after the control plane answers, ``stop`` before it stops."""
 
-    def __init__(self, bin_dir: Path, network: NodeNetwork, api_server: str, token: str, ca_file: Path) -> None:
-        self.bin, self.network = bin_dir, network
+    def __init__(self, bin_dir: Path, network: NodeNetwork, kubeconfig: Path) -> None:
+        """``kubeconfig`` reaches the API server from the node's namespace (its server is the link's address)."""
+        self.bin, self.network, self.kubeconfig = bin_dir, network, kubeconfig
         self.root = Path(tempfile.mkdtemp(prefix="pytest_node_"))
         self.daemons = Daemons(self.root / "logs")
         self.socket = self.root / "containerd" / "containerd.sock"
         self.cgroup_root = f"/{network.namespace}"
         self.image_archive = ray_image_archive()
         self.image = ray_image_name(self.image_archive) if self.image_archive else ""
-        self.kubeconfig = self.root / "kubeconfig"
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {"name": "test", "cluster": {"server": api_server, "certificate-authority": str(ca_file)}}
-                    ],
-                    "users": [{"name": "node", "user": {"token": token}}],
-                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": "node"}}],
-                    "current-context": "test",
-                }
-            )
-        )
-        self.kubeconfig.chmod(0o600)
 
     # -- start ------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -470,10 +472,7 @@ class RealNode:
         the daemons, the namespace, the mounts and the cgroups."""
         if self.daemons.processes.get("containerd") and self.daemons.processes["containerd"].poll() is None:
             for daemon in ("kubelet", "kube-proxy", "coredns"):
-                process = self.daemons.processes.pop(daemon, None)
-                if process is not None:
-                    end_process_group(process.pid, 5.0, reap=process.poll)
-                    process.wait(timeout=30)
+                self.daemons.end(daemon)
             self.crictl("rmp", "--all", "--force", check=False)
         self.daemons.stop()
         self._end_our_processes()
@@ -551,8 +550,7 @@ def control_plane_with_real_node(bin_dir: Path) -> Iterator[tuple[KubernetesForT
     try:
         network.create()
         plane.start()
-        certificate = plane.root / "apiserver-certificates" / "apiserver.crt"
-        node = RealNode(plane.bin, network, plane.server, plane.tokens["admin"], certificate)
+        node = RealNode(plane.bin, network, plane.kubeconfig)
         node.start()
         jsonpath = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
         node.daemons.wait(
